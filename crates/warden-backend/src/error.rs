@@ -1,0 +1,45 @@
+use std::io;
+
+use warden_linux::cgroup;
+use warden_linux::sandbox::SpawnError;
+
+/// Errors of the backends. The command-line exit status follows from the
+/// variant: not found 127, not executable 126, anything else 125.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("command `{command}` not found")]
+    NotFound { command: String },
+    #[error("command `{command}` cannot be executed: {reason}")]
+    NotExecutable { command: String, reason: String },
+    #[error("{0}")]
+    Spawn(SpawnError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::Error),
+    #[error("the {tier} tier is not available: {reason}")]
+    Unavailable { tier: &'static str, reason: String },
+    #[error("task `{id}` is already running on this node")]
+    Duplicate { id: String },
+    #[error("failed to {what}: {source}")]
+    Io { what: String, source: io::Error },
+}
+
+impl From<SpawnError> for BackendError {
+    fn from(e: SpawnError) -> Self {
+        match e {
+            SpawnError::NotFound { command } => BackendError::NotFound { command },
+            SpawnError::NotExecutable { command, source } => {
+                BackendError::NotExecutable { command, reason: source.to_string() }
+            }
+            other => BackendError::Spawn(other),
+        }
+    }
+}
+
+impl BackendError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> BackendError {
+        let what = what.into();
+        move |source| BackendError::Io { what, source }
+    }
+}
+
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;

@@ -1,0 +1,415 @@
+//! The process tier: a task in warden's Linux sandbox under a cgroup.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use warden_core::{Bytes, LimitUpdate, Limits, MilliCpu, Stats, TaskId, Tier, Usage};
+use warden_linux::cgroup::{self, Cgroup, CgroupLimits, Hierarchy};
+use warden_linux::sandbox::{DEFAULT_PATH, Sandbox, SandboxConfig, SandboxSpec, TaskExit};
+use warden_linux::seccomp::Filter;
+
+use crate::{Backend, BackendError, Exit, Finished, LaunchRequest, Result, Workload};
+
+/// Limits for what a task leaves unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitDefaults {
+    pub cpus: MilliCpu,
+    pub memory: Bytes,
+    pub pids: u32,
+    pub tmp: Bytes,
+}
+
+impl Default for LimitDefaults {
+    fn default() -> Self {
+        LimitDefaults { cpus: MilliCpu(1000), memory: Bytes::mib(1024), pids: 1024, tmp: Bytes::mib(64) }
+    }
+}
+
+impl LimitDefaults {
+    /// The limits a spec runs under: its own where set, these elsewhere.
+    pub fn resolve(&self, spec: &warden_core::TaskSpec) -> Limits {
+        let r = &spec.resources;
+        Limits {
+            cpus: r.cpus.unwrap_or(self.cpus),
+            memory: r.memory.unwrap_or(self.memory),
+            pids: r.pids.unwrap_or(self.pids),
+            tmp: r.tmp.unwrap_or(self.tmp),
+            timeout: r.timeout,
+            network: spec.network,
+        }
+    }
+}
+
+/// Configuration of the process tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessBackendConfig {
+    /// Where temporary workspaces live (never visible to tasks).
+    pub state_dir: PathBuf,
+    pub sandbox: SandboxConfig,
+    pub defaults: LimitDefaults,
+}
+
+impl Default for ProcessBackendConfig {
+    fn default() -> Self {
+        ProcessBackendConfig {
+            state_dir: PathBuf::from("/var/lib/warden"),
+            sandbox: SandboxConfig::default(),
+            defaults: LimitDefaults::default(),
+        }
+    }
+}
+
+/// The process tier, built from its config.
+#[derive(Debug)]
+pub struct ProcessBackend {
+    config: ProcessBackendConfig,
+    hierarchy: Hierarchy,
+    filter: Filter,
+}
+
+impl ProcessBackend {
+    /// Detects the cgroup hierarchy and compiles the seccomp filter.
+    pub fn new(config: ProcessBackendConfig) -> Result<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(BackendError::Unavailable {
+                tier: "process",
+                reason: "warden needs root to create cgroups and map user ids".into(),
+            });
+        }
+        let hierarchy = Hierarchy::detect()?;
+        Self::with_hierarchy(config, hierarchy)
+    }
+
+    /// As `new`, on a given hierarchy.
+    pub fn with_hierarchy(config: ProcessBackendConfig, hierarchy: Hierarchy) -> Result<Self> {
+        let filter = Filter::sandbox_default().map_err(BackendError::io("build the seccomp filter"))?;
+        Ok(ProcessBackend { config, hierarchy, filter })
+    }
+
+    pub fn config(&self) -> &ProcessBackendConfig {
+        &self.config
+    }
+
+    pub fn hierarchy(&self) -> &Hierarchy {
+        &self.hierarchy
+    }
+
+    /// Makes `<state>/workspaces/<id>`, owned by the task's host id.
+    fn temp_workspace(&self, id: &TaskId) -> Result<PathBuf> {
+        let parent = self.config.state_dir.join("workspaces");
+        std::fs::create_dir_all(&parent).map_err(BackendError::io(format!("create {}", parent.display())))?;
+        // Only root may look into the state directory.
+        for dir in [&self.config.state_dir, &parent] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(BackendError::io(format!("restrict {}", dir.display())))?;
+        }
+        let ws = parent.join(id.as_str());
+        std::fs::create_dir(&ws).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                BackendError::Duplicate { id: id.to_string() }
+            } else {
+                BackendError::io(format!("create {}", ws.display()))(e)
+            }
+        })?;
+        let host = self.config.sandbox.host_task_id();
+        let owned = std::os::unix::fs::chown(&ws, Some(host), Some(host))
+            .and_then(|()| std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o700)));
+        if let Err(e) = owned {
+            let _ = std::fs::remove_dir(&ws);
+            return Err(BackendError::io(format!("hand {} to the task", ws.display()))(e));
+        }
+        Ok(ws)
+    }
+
+    fn env(req: &LaunchRequest) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = Vec::with_capacity(req.spec.env.len() + 2);
+        if !req.spec.env.contains_key("PATH") {
+            env.push(("PATH".into(), DEFAULT_PATH.into()));
+        }
+        if !req.spec.env.contains_key("HOME") {
+            env.push(("HOME".into(), "/tmp".into()));
+        }
+        env.extend(req.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+}
+
+impl Backend for ProcessBackend {
+    type Workload = ProcessWorkload;
+
+    fn tier(&self) -> Tier {
+        Tier::Process
+    }
+
+    async fn launch(&self, req: &LaunchRequest) -> Result<ProcessWorkload> {
+        let started = Instant::now();
+        let limits = CgroupLimits { cpus: req.limits.cpus, memory: req.limits.memory, pids: req.limits.pids };
+        let cg = self.hierarchy.create(req.id.as_str(), &limits).map_err(|e| match e {
+            cgroup::Error::Create { ref source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                BackendError::Duplicate { id: req.id.to_string() }
+            }
+            other => other.into(),
+        })?;
+        if let Some(ws) = &req.spec.workspace {
+            if let Err(e) = check_workspace(ws, &self.config.state_dir) {
+                let _ = cg.remove();
+                return Err(e);
+            }
+        }
+        let temp_ws = match &req.spec.workspace {
+            Some(_) => None,
+            None => match self.temp_workspace(&req.id) {
+                Ok(ws) => Some(ws),
+                Err(e) => {
+                    let _ = cg.remove();
+                    return Err(e);
+                }
+            },
+        };
+        let workspace = temp_ws.clone().or_else(|| req.spec.workspace.clone()).unwrap_or_default();
+        let cleanup = |cg: &Cgroup| {
+            let _ = cg.kill();
+            let _ = cg.remove();
+            if let Some(ws) = &temp_ws {
+                let _ = std::fs::remove_dir_all(ws);
+            }
+        };
+        let env = Self::env(req);
+        let hostname = format!("warden-{}", req.id.short());
+        let spec = SandboxSpec {
+            argv: &req.spec.command,
+            env: &env,
+            workspace: &workspace,
+            network: req.limits.network,
+            hostname: &hostname,
+            tmp_size: req.limits.tmp,
+            stdin_null: req.stdin_null,
+            die_with_supervisor: true,
+            cgroup: &cg,
+        };
+        let sandbox = match Sandbox::spawn(&self.config.sandbox, &spec, &self.filter) {
+            Ok(s) => s,
+            Err(e) => {
+                cleanup(&cg);
+                return Err(e.into());
+            }
+        };
+        let pidfd = sandbox
+            .pidfd()
+            .try_clone_to_owned()
+            .map_err(BackendError::io("duplicate the pidfd"))
+            .and_then(|fd| watch(fd).map_err(BackendError::io("watch the pidfd")));
+        let exited = match pidfd {
+            Ok(fd) => fd,
+            Err(e) => {
+                drop(sandbox);
+                cleanup(&cg);
+                return Err(e);
+            }
+        };
+        tracing::debug!(task = %req.id, pid = sandbox.pid(), "process sandbox started");
+        Ok(ProcessWorkload {
+            id: req.id.clone(),
+            sandbox: Some(sandbox),
+            cgroup: cg,
+            exited,
+            temp_workspace: temp_ws,
+            workspace,
+            started,
+            network: req.limits.network,
+            tmp: req.limits.tmp,
+            timeout: req.limits.timeout,
+        })
+    }
+}
+
+/// Registers the pidfd with the reactor. `AsyncFd::new` is deprecated for
+/// types that could change their fd; an `OwnedFd` cannot, so it is sound.
+#[allow(deprecated)]
+fn watch(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    AsyncFd::new(fd)
+}
+
+/// A task running in the process sandbox.
+#[derive(Debug)]
+pub struct ProcessWorkload {
+    id: TaskId,
+    sandbox: Option<Sandbox>,
+    cgroup: Cgroup,
+    exited: AsyncFd<OwnedFd>,
+    temp_workspace: Option<PathBuf>,
+    workspace: PathBuf,
+    started: Instant,
+    network: warden_core::Network,
+    tmp: Bytes,
+    timeout: Option<warden_core::HumanDuration>,
+}
+
+impl ProcessWorkload {
+    /// The cgroup, for callers that sample it directly.
+    pub fn cgroup(&self) -> &Cgroup {
+        &self.cgroup
+    }
+
+    /// init's pid on the host.
+    pub fn pid(&self) -> Option<i32> {
+        self.sandbox.as_ref().map(Sandbox::pid)
+    }
+
+    fn limits_of(&self, l: CgroupLimits) -> Limits {
+        Limits {
+            cpus: l.cpus,
+            memory: l.memory,
+            pids: l.pids,
+            tmp: self.tmp,
+            timeout: self.timeout,
+            network: self.network,
+        }
+    }
+
+    fn remove_leftovers(&self) {
+        if let Err(e) = self.cgroup.kill() {
+            tracing::warn!(task = %self.id, error = %e, "could not kill what is left in the cgroup");
+        }
+        if let Err(e) = self.cgroup.remove() {
+            tracing::warn!(task = %self.id, error = %e, "could not remove the cgroup");
+        }
+        if let Some(ws) = &self.temp_workspace {
+            if let Err(e) = std::fs::remove_dir_all(ws) {
+                tracing::warn!(task = %self.id, error = %e, path = %ws.display(), "could not remove the workspace");
+            }
+        }
+    }
+}
+
+impl Workload for ProcessWorkload {
+    fn id(&self) -> &TaskId {
+        &self.id
+    }
+
+    async fn wait(&mut self) -> Result<()> {
+        loop {
+            let mut guard = self.exited.readable().await.map_err(BackendError::io("wait for the sandbox"))?;
+            // A pidfd polls readable once the process has exited.
+            let mut fds = [nix::poll::PollFd::new(self.exited.get_ref().as_fd(), nix::poll::PollFlags::POLLIN)];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+                Ok(n) if n > 0 => return Ok(()),
+                _ => guard.clear_ready(),
+            }
+        }
+    }
+
+    async fn signal(&self, sig: i32) -> Result<()> {
+        match &self.sandbox {
+            Some(s) => s.signal(sig).map_err(BackendError::io(format!("send signal {sig}"))),
+            None => Ok(()),
+        }
+    }
+
+    async fn update(&self, update: &LimitUpdate) -> Result<Limits> {
+        let l = self.cgroup.update(update)?;
+        Ok(self.limits_of(l))
+    }
+
+    async fn freeze(&self) -> Result<()> {
+        Ok(self.cgroup.freeze()?)
+    }
+
+    async fn thaw(&self) -> Result<()> {
+        Ok(self.cgroup.thaw()?)
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        Ok(self.cgroup.stats()?)
+    }
+
+    async fn kill(&self) -> Result<()> {
+        if let Some(s) = &self.sandbox {
+            s.kill();
+        }
+        // A frozen task cannot die; thaw so the kill lands. Then make sure
+        // nothing of the cgroup survives.
+        let _ = self.cgroup.thaw();
+        Ok(self.cgroup.kill()?)
+    }
+
+    async fn finish(mut self) -> Result<Finished> {
+        let status = match self.sandbox.as_mut() {
+            Some(s) => s.reap().map_err(BackendError::io("reap the sandbox")),
+            None => Ok(TaskExit::Killed),
+        };
+        self.sandbox = None;
+        let wall_ms = self.started.elapsed().as_millis() as u64;
+        let stats = self.cgroup.stats();
+        self.remove_leftovers();
+        let status = status?;
+        let stats = stats?;
+        let oom = stats.oom_kills > 0;
+        let exit = match status {
+            TaskExit::Exited(code) => Exit::Exited(code),
+            TaskExit::Signaled(libc::SIGKILL) if oom => Exit::OomKilled,
+            TaskExit::Signaled(sig) => Exit::Signaled(sig),
+            TaskExit::Killed if oom => Exit::OomKilled,
+            TaskExit::Killed => Exit::Killed,
+        };
+        Ok(Finished {
+            exit,
+            usage: Usage {
+                cpu_user_ms: stats.cpu_user_us / 1000,
+                cpu_sys_ms: stats.cpu_system_us / 1000,
+                peak_memory_bytes: stats.memory_peak_bytes.unwrap_or(stats.memory_bytes),
+                wall_ms,
+                oom_kills: stats.oom_kills,
+            },
+        })
+    }
+
+    fn workspace(&self) -> Option<PathBuf> {
+        Some(self.workspace.clone())
+    }
+}
+
+impl Drop for ProcessWorkload {
+    fn drop(&mut self) {
+        // Dropped without `finish` (an error path): leave nothing behind.
+        if let Some(mut s) = self.sandbox.take() {
+            s.kill();
+            let _ = s.reap();
+            self.remove_leftovers();
+        }
+    }
+}
+
+/// Refuses workspaces that would hand the task a part of the host system
+/// or warden's own state. `path` has passed the lexical checks of the spec.
+fn check_workspace(path: &Path, state_dir: &Path) -> Result<()> {
+    let refuse = |why: &str| {
+        Err(BackendError::Spawn(warden_linux::sandbox::SpawnError::Workspace {
+            path: path.to_owned(),
+            message: why.to_owned(),
+        }))
+    };
+    let abs = match std::path::absolute(path) {
+        Ok(p) => p,
+        Err(e) => return refuse(&e.to_string()),
+    };
+    let state = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    if abs.starts_with(&state) || abs.starts_with(state_dir) {
+        return refuse("is inside warden's state directory");
+    }
+    const SYSTEM_TREES: [&str; 13] = [
+        "/proc", "/sys", "/dev", "/boot", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/run",
+        "/var/run",
+    ];
+    const SYSTEM_DIRS: [&str; 5] = ["/", "/root", "/home", "/var", "/tmp"];
+    if SYSTEM_TREES.iter().any(|t| abs.starts_with(t)) || SYSTEM_DIRS.iter().any(|d| abs == Path::new(d)) {
+        return refuse("is a system directory; give a directory of the task's own");
+    }
+    Ok(())
+}
