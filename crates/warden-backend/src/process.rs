@@ -162,6 +162,7 @@ impl Backend for ProcessBackend {
                 return Err(e);
             }
         }
+        tracing::trace!(task = %req.id, "cgroup created");
         let temp_ws = match &req.spec.workspace {
             Some(_) => None,
             None => match self.temp_workspace(&req.id) {
@@ -180,6 +181,7 @@ impl Backend for ProcessBackend {
                 let _ = std::fs::remove_dir_all(ws);
             }
         };
+        tracing::trace!(task = %req.id, "workspace ready");
         let env = Self::env(req);
         let hostname = format!("warden-{}", req.id.short());
         let spec = SandboxSpec {
@@ -345,9 +347,11 @@ impl Workload for ProcessWorkload {
             None => Ok(TaskExit::Killed),
         };
         self.sandbox = None;
+        tracing::trace!(task = %self.id, "sandbox reaped");
         let wall_ms = self.started.elapsed().as_millis() as u64;
         let stats = self.cgroup.stats();
         self.remove_leftovers();
+        tracing::trace!(task = %self.id, "cleaned up");
         let status = status?;
         let stats = stats?;
         let oom = stats.oom_kills > 0;

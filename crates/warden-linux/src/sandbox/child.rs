@@ -171,6 +171,21 @@ fn setattr(p: &CStr, recursive: bool, set: u64) -> libc::c_int {
     }
 }
 
+/// Closes every fd but those in `keep` (which it sorts). Async-signal-safe.
+pub fn close_all_but(keep: &mut [RawFd]) {
+    keep.sort_unstable();
+    let mut next: u32 = 0;
+    for &fd in keep.iter() {
+        let fd = fd as u32;
+        if fd > next {
+            // SAFETY: closing fds nothing in this process will use again.
+            unsafe { libc::syscall(libc::SYS_close_range, next, fd - 1, 0) };
+        }
+        next = next.max(fd + 1);
+    }
+    sys::close_from(next);
+}
+
 /// The sandbox's init. Never returns.
 pub fn init_main(plan: &Plan) -> ! {
     // SAFETY (whole function): only raw syscalls on data prepared in
@@ -179,6 +194,9 @@ pub fn init_main(plan: &Plan) -> ! {
         if plan.die_with_parent {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         }
+        // The clone copied every fd of the supervisor (its sockets, other
+        // tasks' pipes): keep only the sandbox's own.
+        close_all_but(&mut [plan.sync_read, plan.err_write, plan.status_write, plan.workspace_tree, 0, 1, 2]);
         let mut byte = 0u8;
         if libc::read(plan.sync_read, (&mut byte as *mut u8).cast(), 1) != 1 {
             // The supervisor went away before the sandbox was ready.

@@ -480,8 +480,11 @@ fn mapping_userns(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
     let pid = unsafe { sys::clone_fork(libc::CLONE_NEWUSER as libc::c_ulong)? };
     if pid == 0 {
         let mut b = 0u8;
-        // SAFETY: raw read on an inherited fd, then exit.
+        // SAFETY: raw syscalls on inherited fds, then exit. Every other fd,
+        // the pipe's write end included, is closed so that the read sees
+        // EOF when the parent is done.
         unsafe {
+            child::close_all_but(&mut [r.as_raw_fd()]);
             libc::read(r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
             libc::_exit(0);
         }
