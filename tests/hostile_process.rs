@@ -7,6 +7,8 @@
 //! process, a written file, an accepted connection), the host is checked
 //! too, not only the exit code.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Read;
@@ -99,11 +101,9 @@ fn host_listener() -> (u16, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
     let h = hits.clone();
     std::thread::spawn(move || {
-        for s in l.incoming() {
-            if let Ok(mut s) = s {
-                h.fetch_add(1, Ordering::SeqCst);
-                let _ = s.read(&mut [0u8; 64]);
-            }
+        for mut s in l.incoming().flatten() {
+            h.fetch_add(1, Ordering::SeqCst);
+            let _ = s.read(&mut [0u8; 64]);
         }
     });
     (port, hits)
@@ -181,7 +181,8 @@ fn cannot_write_outside_workspace_and_tmp() {
     }
     let sb = Sandbox::new();
     let tag = std::process::id();
-    let targets = [format!("/etc/warden-probe-{tag}"), format!("/usr/warden-probe-{tag}"), format!("/warden-probe-{tag}")];
+    let targets =
+        [format!("/etc/warden-probe-{tag}"), format!("/usr/warden-probe-{tag}"), format!("/warden-probe-{tag}")];
     for t in &targets {
         sb.probe(&[TIER], &["write", t]).assert_prevented();
         assert!(!Path::new(t).exists(), "{t} appeared on the host");

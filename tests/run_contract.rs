@@ -2,6 +2,8 @@
 //! statuses, signals, timeout, OOM, the result file, stdio, the workspace,
 //! cleanup on every path, and clear errors for bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Write;
@@ -107,7 +109,18 @@ fn result_file_has_the_documented_fields() {
     let sb = Sandbox::new();
     let run = sb.run(&["--cpus", "0.5", "--memory", "128Mi", "--pids", "50"], &["sh", "-c", "echo hi"]);
     let r = run.result.expect("result file");
-    for field in ["task_id", "tenant", "exit_code", "reason", "tier", "tier_history", "limits", "usage", "started_at", "finished_at"] {
+    for field in [
+        "task_id",
+        "tenant",
+        "exit_code",
+        "reason",
+        "tier",
+        "tier_history",
+        "limits",
+        "usage",
+        "started_at",
+        "finished_at",
+    ] {
         assert!(!r[field].is_null(), "result lacks `{field}`: {r}");
     }
     assert_eq!(r["tier"], "process");
@@ -166,8 +179,11 @@ fn signals_to_warden_reach_the_task() {
             .unwrap();
         let mut line = [0u8; 6];
         std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut line).unwrap();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::try_from(sig).unwrap())
-            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::try_from(sig).unwrap(),
+        )
+        .unwrap();
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(expect), "signal {sig}");
         assert_no_leftovers(&id, sb.state.path());
@@ -236,8 +252,11 @@ fn a_spec_file_is_read_and_flags_override_it() {
     }
     let sb = Sandbox::new();
     let spec = sb.state.path().join("task.yaml");
-    std::fs::write(&spec, "command: [sh, -c, 'echo $GREETING; exit 4']\nenv: { GREETING: hello }\nresources: { memory: 64Mi }\n")
-        .unwrap();
+    std::fs::write(
+        &spec,
+        "command: [sh, -c, 'echo $GREETING; exit 4']\nenv: { GREETING: hello }\nresources: { memory: 64Mi }\n",
+    )
+    .unwrap();
     let id = task_id("spec");
     let out = sb
         .warden()
@@ -317,11 +336,7 @@ fn workspace_symlinks_and_system_dirs_are_refused() {
     for (ws, needle) in cases {
         let id = task_id("badws");
         let (code, err) = {
-            let out = sb
-                .warden()
-                .args(["run", "--id", &id, "--workspace", &ws, "--", "true"])
-                .output()
-                .unwrap();
+            let out = sb.warden().args(["run", "--id", &id, "--workspace", &ws, "--", "true"]).output().unwrap();
             (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
         };
         assert_eq!(code, 125, "workspace {ws} should be refused: {err}");
@@ -347,13 +362,8 @@ fn a_duplicate_task_id_is_refused_without_harming_the_first() {
         .unwrap();
     let mut up = [0u8; 3];
     std::io::Read::read_exact(first.stdout.as_mut().unwrap(), &mut up).unwrap();
-    let out = sb
-        .warden()
-        .args(["run", "--id", &id, "--workspace"])
-        .arg(sb.ws.path())
-        .args(["--", "true"])
-        .output()
-        .unwrap();
+    let out =
+        sb.warden().args(["run", "--id", &id, "--workspace"]).arg(sb.ws.path()).args(["--", "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
     let first = first.wait_with_output().unwrap();

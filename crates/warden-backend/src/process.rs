@@ -156,11 +156,11 @@ impl Backend for ProcessBackend {
             }
             other => other.into(),
         })?;
-        if let Some(ws) = &req.spec.workspace {
-            if let Err(e) = check_workspace(ws, &self.config.state_dir) {
-                let _ = cg.remove();
-                return Err(e);
-            }
+        if let Some(ws) = &req.spec.workspace
+            && let Err(e) = check_workspace(ws, &self.config.state_dir)
+        {
+            let _ = cg.remove();
+            return Err(e);
         }
         tracing::trace!(task = %req.id, "cgroup created");
         let temp_ws = match &req.spec.workspace {
@@ -282,10 +282,10 @@ impl ProcessWorkload {
         if let Err(e) = self.cgroup.remove() {
             tracing::warn!(task = %self.id, error = %e, "could not remove the cgroup");
         }
-        if let Some(ws) = &self.temp_workspace {
-            if let Err(e) = std::fs::remove_dir_all(ws) {
-                tracing::warn!(task = %self.id, error = %e, path = %ws.display(), "could not remove the workspace");
-            }
+        if let Some(ws) = &self.temp_workspace
+            && let Err(e) = std::fs::remove_dir_all(ws)
+        {
+            tracing::warn!(task = %self.id, error = %e, path = %ws.display(), "could not remove the workspace");
         }
     }
 }

@@ -221,11 +221,11 @@ pub async fn run(args: RunArgs, state_dir: &Path) -> i32 {
     if let Some(err) = &result.error {
         eprintln!("warden: error: {err}");
     }
-    if let Some(path) = &args.result {
-        if let Err(e) = write_result(path, &result) {
-            eprintln!("warden: error: {e:#}");
-            return exit_code::WARDEN_ERROR;
-        }
+    if let Some(path) = &args.result
+        && let Err(e) = write_result(path, &result)
+    {
+        eprintln!("warden: error: {e:#}");
+        return exit_code::WARDEN_ERROR;
     }
     result.exit_code
 }

@@ -335,24 +335,24 @@ impl TaskSpec {
         if let Some(ws) = &self.workspace {
             check_workspace_path(ws)?;
         }
-        if let Some(image) = &self.image {
-            if image.is_empty() || image.contains(char::is_whitespace) {
-                return Err(SpecError::invalid("image", format!("`{image}` is not an image reference")));
-            }
+        if let Some(image) = &self.image
+            && (image.is_empty() || image.contains(char::is_whitespace))
+        {
+            return Err(SpecError::invalid("image", format!("`{image}` is not an image reference")));
         }
         let r = &self.resources;
         if r.pids == Some(0) {
             return Err(SpecError::invalid("resources.pids", "must be at least 1"));
         }
-        if let Some(m) = r.memory {
-            if m.get() < Bytes::MIB {
-                return Err(SpecError::invalid("resources.memory", format!("`{m}` is less than the 1Mi minimum")));
-            }
+        if let Some(m) = r.memory
+            && m.get() < Bytes::MIB
+        {
+            return Err(SpecError::invalid("resources.memory", format!("`{m}` is less than the 1Mi minimum")));
         }
-        if let Some(t) = r.tmp {
-            if t.get() < 64 * Bytes::KIB {
-                return Err(SpecError::invalid("resources.tmp", format!("`{t}` is less than the 64Ki minimum")));
-            }
+        if let Some(t) = r.tmp
+            && t.get() < 64 * Bytes::KIB
+        {
+            return Err(SpecError::invalid("resources.tmp", format!("`{t}` is less than the 64Ki minimum")));
         }
         Ok(self)
     }

@@ -100,7 +100,7 @@ impl FromStr for Bytes {
         };
         let scale = 10u128.pow(frac_digits);
         let total = int * mult + frac * mult / scale;
-        if frac_digits > 0 && (frac * mult) % scale != 0 {
+        if frac_digits > 0 && !(frac * mult).is_multiple_of(scale) {
             return Err(UnitError::new(KIND, input, "not a whole number of bytes"));
         }
         u64::try_from(total).map(Bytes).map_err(|_| UnitError::new(KIND, input, "too large"))
@@ -111,7 +111,7 @@ impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         for (unit, size) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-            if b >= size && b % size == 0 {
+            if b >= size && b.is_multiple_of(size) {
                 return write!(f, "{}{unit}", b / size);
             }
         }
@@ -175,7 +175,7 @@ impl FromStr for MilliCpu {
 
 impl fmt::Display for MilliCpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 { write!(f, "{}", self.0 / 1000) } else { write!(f, "{}m", self.0) }
+        if self.0.is_multiple_of(1000) { write!(f, "{}", self.0 / 1000) } else { write!(f, "{}m", self.0) }
     }
 }
 
@@ -237,7 +237,7 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 != 0 { write!(f, "{ms}ms") } else { write!(f, "{}s", ms / 1000) }
+        if !ms.is_multiple_of(1000) { write!(f, "{ms}ms") } else { write!(f, "{}s", ms / 1000) }
     }
 }
 

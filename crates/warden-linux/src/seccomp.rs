@@ -352,8 +352,8 @@ mod tests {
         let netlink = libc::AF_NETLINK as u64;
         assert_eq!(eval(&f, nr(libc::SYS_socket), [netlink, raw, 0, 0, 0, 0]), RET_ALLOW);
         // ioctl: TCGETS is fine, TIOCSTI is not.
-        assert_eq!(eval(&f, nr(libc::SYS_ioctl), [1, libc::TCGETS as u64, 0, 0, 0, 0]), RET_ALLOW);
-        assert_eq!(eval(&f, nr(libc::SYS_ioctl), [1, libc::TIOCSTI as u64, 0, 0, 0, 0]), EPERM);
+        assert_eq!(eval(&f, nr(libc::SYS_ioctl), [1, libc::TCGETS, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(eval(&f, nr(libc::SYS_ioctl), [1, libc::TIOCSTI, 0, 0, 0, 0]), EPERM);
         assert_eq!(eval(&f, nr(libc::SYS_personality), [0xffff_ffff, 0, 0, 0, 0, 0]), RET_ALLOW);
         assert_eq!(eval(&f, nr(libc::SYS_personality), [0x0040_0000, 0, 0, 0, 0, 0]), EPERM);
         // Calls after the argument checks still reach ALLOW.

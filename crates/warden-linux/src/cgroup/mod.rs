@@ -107,10 +107,10 @@ impl Hierarchy {
             mounts.unified = unified;
             return Ok(Hierarchy::V1(mounts));
         }
-        if let Some(root) = unified {
-            if mounts.is_empty() {
-                return Ok(Hierarchy::V2 { root });
-            }
+        if let Some(root) = unified
+            && mounts.is_empty()
+        {
+            return Ok(Hierarchy::V2 { root });
         }
         Err(Error::NoHierarchy(format!(
             "need cgroup v2, or v1 with the {} controllers mounted",
@@ -171,12 +171,13 @@ fn unescape_mountinfo(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v as char);
-                i += 4;
-                continue;
-            }
+        if bytes[i] == b'\\'
+            && i + 4 <= bytes.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v as char);
+            i += 4;
+            continue;
         }
         out.push(bytes[i] as char);
         i += 1;
