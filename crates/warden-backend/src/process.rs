@@ -100,27 +100,34 @@ impl ProcessBackend {
         &self.hierarchy
     }
 
-    /// Makes `<state>/workspaces/<id>`, owned by the task's host id.
+    /// Makes `<state>/workspaces/<id>`, mode 0700, owned by the task's
+    /// host id. The state directory is made root-only once.
     fn temp_workspace(&self, id: &TaskId) -> Result<PathBuf> {
+        use std::os::unix::fs::DirBuilderExt;
         let parent = self.config.state_dir.join("workspaces");
-        std::fs::create_dir_all(&parent).map_err(BackendError::io(format!("create {}", parent.display())))?;
-        // Only root may look into the state directory.
-        for dir in [&self.config.state_dir, &parent] {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(BackendError::io(format!("restrict {}", dir.display())))?;
-        }
         let ws = parent.join(id.as_str());
-        std::fs::create_dir(&ws).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                BackendError::Duplicate { id: id.to_string() }
-            } else {
-                BackendError::io(format!("create {}", ws.display()))(e)
+        let mut mkdir = std::fs::DirBuilder::new();
+        mkdir.mode(0o700);
+        if let Err(e) = mkdir.create(&ws) {
+            match e.kind() {
+                std::io::ErrorKind::AlreadyExists => return Err(BackendError::Duplicate { id: id.to_string() }),
+                std::io::ErrorKind::NotFound => {
+                    // First use of this state directory: only root may look in.
+                    mkdir
+                        .recursive(true)
+                        .create(&parent)
+                        .map_err(BackendError::io(format!("create {}", parent.display())))?;
+                    for dir in [&self.config.state_dir, &parent] {
+                        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                            .map_err(BackendError::io(format!("restrict {}", dir.display())))?;
+                    }
+                    mkdir.recursive(false).create(&ws).map_err(BackendError::io(format!("create {}", ws.display())))?;
+                }
+                _ => return Err(BackendError::io(format!("create {}", ws.display()))(e)),
             }
-        })?;
+        }
         let host = self.config.sandbox.host_task_id();
-        let owned = std::os::unix::fs::chown(&ws, Some(host), Some(host))
-            .and_then(|()| std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o700)));
-        if let Err(e) = owned {
+        if let Err(e) = std::os::unix::fs::chown(&ws, Some(host), Some(host)) {
             let _ = std::fs::remove_dir(&ws);
             return Err(BackendError::io(format!("hand {} to the task", ws.display()))(e));
         }
@@ -149,38 +156,14 @@ impl Backend for ProcessBackend {
 
     async fn launch(&self, req: &LaunchRequest) -> Result<ProcessWorkload> {
         let started = Instant::now();
-        let limits = CgroupLimits { cpus: req.limits.cpus, memory: req.limits.memory, pids: req.limits.pids };
-        let cg = self.hierarchy.create(req.id.as_str(), &limits).map_err(|e| match e {
-            cgroup::Error::Create { ref source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                BackendError::Duplicate { id: req.id.to_string() }
-            }
-            other => other.into(),
-        })?;
-        if let Some(ws) = &req.spec.workspace
-            && let Err(e) = check_workspace(ws, &self.config.state_dir)
-        {
-            let _ = cg.remove();
-            return Err(e);
+        if let Some(ws) = &req.spec.workspace {
+            check_workspace(ws, &self.config.state_dir)?;
         }
-        tracing::trace!(task = %req.id, "cgroup created");
         let temp_ws = match &req.spec.workspace {
             Some(_) => None,
-            None => match self.temp_workspace(&req.id) {
-                Ok(ws) => Some(ws),
-                Err(e) => {
-                    let _ = cg.remove();
-                    return Err(e);
-                }
-            },
+            None => Some(self.temp_workspace(&req.id)?),
         };
         let workspace = temp_ws.clone().or_else(|| req.spec.workspace.clone()).unwrap_or_default();
-        let cleanup = |cg: &Cgroup| {
-            let _ = cg.kill();
-            let _ = cg.remove();
-            if let Some(ws) = &temp_ws {
-                let _ = std::fs::remove_dir_all(ws);
-            }
-        };
         tracing::trace!(task = %req.id, "workspace ready");
         let env = Self::env(req);
         let hostname = format!("warden-{}", req.id.short());
@@ -193,26 +176,41 @@ impl Backend for ProcessBackend {
             tmp_size: req.limits.tmp,
             stdin_null: req.stdin_null,
             die_with_supervisor: true,
-            cgroup: &cg,
         };
-        let sandbox = match Sandbox::spawn(&self.config.sandbox, &spec, &self.filter) {
-            Ok(s) => s,
-            Err(e) => {
-                cleanup(&cg);
-                return Err(e.into());
-            }
-        };
-        let pidfd = sandbox
-            .pidfd()
-            .try_clone_to_owned()
-            .map_err(BackendError::io("duplicate the pidfd"))
-            .and_then(|fd| watch(fd).map_err(BackendError::io("watch the pidfd")));
-        let exited = match pidfd {
-            Ok(fd) => fd,
-            Err(e) => {
-                drop(sandbox);
-                cleanup(&cg);
-                return Err(e);
+        let limits = CgroupLimits { cpus: req.limits.cpus, memory: req.limits.memory, pids: req.limits.pids };
+        let mut cgroup = None;
+        let spawned = Sandbox::spawn(&self.config.sandbox, &spec, &self.filter, |pid| {
+            let cg = self.hierarchy.create(req.id.as_str(), &limits).map_err(|e| match e {
+                cgroup::Error::Create { ref source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                    BackendError::Duplicate { id: req.id.to_string() }
+                }
+                other => other.into(),
+            })?;
+            let attached = cg.attach(pid);
+            cgroup = Some(cg);
+            Ok::<_, BackendError>(attached?)
+        });
+        let watched = spawned.and_then(|sandbox| {
+            let fd = sandbox.pidfd().try_clone_to_owned().map_err(BackendError::io("duplicate the pidfd"))?;
+            let exited = watch(fd).map_err(BackendError::io("watch the pidfd"))?;
+            Ok((sandbox, exited))
+        });
+        let (sandbox, exited, cg) = match (watched, cgroup) {
+            (Ok((sandbox, exited)), Some(cg)) => (sandbox, exited, cg),
+            (result, cg) => {
+                let err = match result {
+                    // Cannot happen: `join` ran, or spawn failed before it.
+                    Ok(_) => BackendError::io("launch the sandbox")(std::io::Error::other("no cgroup was joined")),
+                    Err(e) => e,
+                };
+                if let Some(cg) = cg {
+                    let _ = cg.kill();
+                    let _ = cg.remove();
+                }
+                if let Some(ws) = &temp_ws {
+                    let _ = std::fs::remove_dir_all(ws);
+                }
+                return Err(err);
             }
         };
         tracing::debug!(task = %req.id, pid = sandbox.pid(), "process sandbox started");
@@ -275,9 +273,14 @@ impl ProcessWorkload {
         }
     }
 
-    fn remove_leftovers(&self) {
-        if let Err(e) = self.cgroup.kill() {
-            tracing::warn!(task = %self.id, error = %e, "could not kill what is left in the cgroup");
+    /// Removes the cgroup and the temporary workspace. `kill` first when
+    /// processes may remain (error paths); after init was reaped its pid
+    /// namespace is gone and with it every process of the task.
+    fn remove_leftovers(&self, kill: bool) {
+        if kill {
+            if let Err(e) = self.cgroup.kill() {
+                tracing::warn!(task = %self.id, error = %e, "could not kill what is left in the cgroup");
+            }
         }
         if let Err(e) = self.cgroup.remove() {
             tracing::warn!(task = %self.id, error = %e, "could not remove the cgroup");
@@ -350,7 +353,7 @@ impl Workload for ProcessWorkload {
         tracing::trace!(task = %self.id, "sandbox reaped");
         let wall_ms = self.started.elapsed().as_millis() as u64;
         let stats = self.cgroup.stats();
-        self.remove_leftovers();
+        self.remove_leftovers(status.is_err());
         tracing::trace!(task = %self.id, "cleaned up");
         let status = status?;
         let stats = stats?;
@@ -385,7 +388,7 @@ impl Drop for ProcessWorkload {
         if let Some(mut s) = self.sandbox.take() {
             s.kill();
             let _ = s.reap();
-            self.remove_leftovers();
+            self.remove_leftovers(true);
         }
     }
 }

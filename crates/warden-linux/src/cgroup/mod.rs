@@ -123,8 +123,9 @@ impl Hierarchy {
         Hierarchy::V2 { root: root.into() }
     }
 
-    /// A v1 hierarchy with every controller at `root/<controller>` and the
-    /// unified mount at `root/unified` (tests use a temporary directory).
+    /// A v1 hierarchy with every controller at `root/<controller>` and, if
+    /// that directory exists, the unified mount at `root/unified` (tests use
+    /// a temporary directory).
     pub fn v1_at(root: &Path) -> Self {
         Hierarchy::V1(v1::Mounts::at(root))
     }

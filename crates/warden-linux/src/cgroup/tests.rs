@@ -148,7 +148,7 @@ fn v2_update_that_does_not_take_is_reported() {
 #[test]
 fn v1_create_spreads_over_controllers_and_cleans_up() {
     let root = tempfile::tempdir().unwrap();
-    for c in ["cpu", "cpuacct", "memory", "pids", "freezer", "unified"] {
+    for c in ["cpu", "cpuacct", "memory", "pids", "freezer"] {
         fs::create_dir(root.path().join(c)).unwrap();
     }
     let h = Hierarchy::v1_at(root.path());
@@ -159,16 +159,52 @@ fn v1_create_spreads_over_controllers_and_cleans_up() {
     assert_eq!(at("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
     assert_eq!(at("pids", "pids.max"), "32");
     cg.attach(77).unwrap();
-    for c in ["cpu", "cpuacct", "memory", "pids", "freezer", "unified"] {
+    for c in ["cpu", "cpuacct", "memory", "pids", "freezer"] {
         assert_eq!(at(c, "cgroup.procs"), "77", "{c}");
     }
     cg.freeze().unwrap();
     assert_eq!(at("freezer", "freezer.state"), "FROZEN");
     cg.thaw().unwrap();
     cg.remove().unwrap();
-    for c in ["cpu", "memory", "unified"] {
+    for c in ["cpu", "cpuacct", "memory", "pids", "freezer"] {
         assert!(!root.path().join(c).join("warden/t").exists());
     }
+}
+
+#[test]
+fn v1_hybrid_uses_cgroup2_for_what_needs_no_controller() {
+    let root = tempfile::tempdir().unwrap();
+    for c in ["cpu", "cpuacct", "memory", "pids", "freezer", "unified"] {
+        fs::create_dir(root.path().join(c)).unwrap();
+    }
+    let cg = Hierarchy::v1_at(root.path()).create("h", &limits()).unwrap();
+    let dir = |c: &str| root.path().join(c).join("warden/h");
+    // No cpuacct or freezer cgroup: the cgroup2 side counts CPU and freezes.
+    assert!(!dir("cpuacct").exists() && !dir("freezer").exists());
+    cg.attach(78).unwrap();
+    for c in ["cpu", "memory", "pids", "unified"] {
+        assert_eq!(read(&dir(c).join("cgroup.procs")), "78", "{c}");
+    }
+    fs::write(dir("unified").join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+    cg.freeze().unwrap();
+    assert_eq!(read(&dir("unified").join("cgroup.freeze")), "1");
+    fs::write(dir("cpu").join("cpu.stat"), "nr_periods 5\nnr_throttled 2\nthrottled_time 3000000\n").unwrap();
+    fs::write(dir("unified").join("cpu.stat"), "usage_usec 70\nuser_usec 50\nsystem_usec 20\n").unwrap();
+    for (f, v) in [
+        ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+        ("memory.usage_in_bytes", "4096"),
+        ("memory.max_usage_in_bytes", "8192"),
+        ("memory.failcnt", "9"),
+    ] {
+        fs::write(dir("memory").join(f), v).unwrap();
+    }
+    fs::write(dir("pids").join("pids.current"), "3").unwrap();
+    let s = cg.stats().unwrap();
+    assert_eq!((s.cpu_usage_us, s.cpu_user_us, s.cpu_system_us), (70, 50, 20));
+    assert_eq!((s.cpu_nr_throttled, s.cpu_throttled_us), (2, 3000));
+    assert_eq!((s.oom_kills, s.memory_peak_bytes, s.memory_limit_hits, s.pids), (2, Some(8192), 9, 3));
+    cg.remove().unwrap();
+    assert!(!dir("unified").exists() && !dir("cpu").exists());
 }
 
 #[test]

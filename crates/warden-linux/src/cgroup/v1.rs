@@ -1,6 +1,12 @@
 //! cgroup v1: one hierarchy per controller (`cpu`, `cpuacct`, `memory`,
 //! `pids`, `freezer`), possibly co-mounted, plus the controller-less cgroup2
-//! mount of "hybrid" hosts for pressure and `cgroup.kill`.
+//! mount of "hybrid" hosts.
+//!
+//! On a hybrid host the cgroup2 side does what needs no controller: CPU
+//! usage (`cpu.stat`), freezing (`cgroup.freeze`), `cgroup.kill` and
+//! pressure. The v1 `cpuacct` and `freezer` cgroups are then not created at
+//! all: every cgroup directory costs a mkdir, an attach and an rmdir on the
+//! launch path.
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +38,7 @@ impl Mounts {
             memory: Some(root.join("memory")),
             pids: Some(root.join("pids")),
             freezer: Some(root.join("freezer")),
-            unified: Some(root.join("unified")),
+            unified: Some(root.join("unified")).filter(|u| u.exists()),
         }
     }
 
@@ -71,11 +77,16 @@ impl Mounts {
 #[derive(Debug)]
 pub struct Cgroup {
     cpu: PathBuf,
-    cpuacct: PathBuf,
     memory: PathBuf,
     pids: PathBuf,
-    freezer: PathBuf,
-    unified: Option<PathBuf>,
+    /// Either the cgroup2 side (hybrid hosts) or v1 `cpuacct` + `freezer`.
+    extra: Extra,
+}
+
+#[derive(Debug)]
+enum Extra {
+    Unified(PathBuf),
+    V1 { cpuacct: PathBuf, freezer: PathBuf },
 }
 
 fn mount(m: &Option<PathBuf>) -> PathBuf {
@@ -86,14 +97,11 @@ fn mount(m: &Option<PathBuf>) -> PathBuf {
 impl Cgroup {
     pub fn paths(m: &Mounts, name: &str) -> Self {
         let at = |root: &Option<PathBuf>| mount(root).join(PARENT).join(name);
-        Cgroup {
-            cpu: at(&m.cpu),
-            cpuacct: at(&m.cpuacct),
-            memory: at(&m.memory),
-            pids: at(&m.pids),
-            freezer: at(&m.freezer),
-            unified: m.unified.as_ref().map(|u| u.join(PARENT).join(name)),
-        }
+        let extra = match &m.unified {
+            Some(u) => Extra::Unified(u.join(PARENT).join(name)),
+            None => Extra::V1 { cpuacct: at(&m.cpuacct), freezer: at(&m.freezer) },
+        };
+        Cgroup { cpu: at(&m.cpu), memory: at(&m.memory), pids: at(&m.pids), extra }
     }
 
     pub fn create(m: &Mounts, name: &str) -> Result<Self> {
@@ -114,10 +122,12 @@ impl Cgroup {
 
     /// Every distinct directory (co-mounted controllers share one).
     pub fn dirs(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = Vec::with_capacity(6);
-        for d in
-            [&self.cpu, &self.cpuacct, &self.memory, &self.pids, &self.freezer].into_iter().chain(self.unified.as_ref())
-        {
+        let mut v: Vec<PathBuf> = Vec::with_capacity(5);
+        let extra = match &self.extra {
+            Extra::Unified(u) => vec![u],
+            Extra::V1 { cpuacct, freezer } => vec![cpuacct, freezer],
+        };
+        for d in [&self.cpu, &self.memory, &self.pids].into_iter().chain(extra) {
             if !v.contains(d) {
                 v.push(d.clone());
             }
@@ -126,11 +136,14 @@ impl Cgroup {
     }
 
     pub fn unified_dir(&self) -> Option<&Path> {
-        self.unified.as_deref()
+        match &self.extra {
+            Extra::Unified(u) => Some(u),
+            Extra::V1 { .. } => None,
+        }
     }
 
     pub fn procs_file(&self) -> PathBuf {
-        self.freezer.join("cgroup.procs")
+        self.pids.join("cgroup.procs")
     }
 
     pub fn attach(&self, pid: u32) -> Result<()> {
@@ -197,25 +210,44 @@ impl Cgroup {
     }
 
     pub fn set_frozen(&self, frozen: bool) -> Result<()> {
-        let path = self.freezer.join("freezer.state");
-        let (want, done) = if frozen { ("FROZEN", "FROZEN") } else { ("THAWED", "THAWED") };
-        files::write(&path, want)?;
-        files::wait_until(&path, done, || Ok(files::read(&path)?.trim() == done))
+        match &self.extra {
+            Extra::Unified(u) => super::v2::set_frozen(u, frozen),
+            Extra::V1 { freezer, .. } => {
+                let path = freezer.join("freezer.state");
+                let want = if frozen { "FROZEN" } else { "THAWED" };
+                files::write(&path, want)?;
+                files::wait_until(&path, want, || Ok(files::read(&path)?.trim() == want))
+            }
+        }
+    }
+
+    /// (usage, user, system) CPU time in microseconds.
+    fn cpu_times(&self) -> Result<(u64, u64, u64)> {
+        match &self.extra {
+            Extra::Unified(u) => {
+                let stat = files::read(&u.join("cpu.stat"))?;
+                Ok((kv(&stat, "usage_usec"), kv(&stat, "user_usec"), kv(&stat, "system_usec")))
+            }
+            Extra::V1 { cpuacct, .. } => {
+                let us = |f: &str| files::read_u64(&cpuacct.join(f)).map(|ns| ns / 1000);
+                Ok((us("cpuacct.usage")?, us("cpuacct.usage_user")?, us("cpuacct.usage_sys")?))
+            }
+        }
     }
 
     pub fn stats(&self) -> Result<Stats> {
         let cpu_stat = files::read(&self.cpu.join("cpu.stat"))?;
-        let ns = |f: &str| files::read_u64(&self.cpuacct.join(f)).map(|v| v / 1000);
+        let (usage, user, system) = self.cpu_times()?;
         let oom_control = files::read(&self.memory.join("memory.oom_control"))?;
         let pids_events = files::read_opt(&self.pids.join("pids.events"))?.unwrap_or_default();
-        let psi = |f: &str| match &self.unified {
+        let psi = |f: &str| match self.unified_dir() {
             Some(u) => files::read_pressure(&u.join(f)),
             None => Ok(None),
         };
         Ok(Stats {
-            cpu_usage_us: ns("cpuacct.usage")?,
-            cpu_user_us: ns("cpuacct.usage_user")?,
-            cpu_system_us: ns("cpuacct.usage_sys")?,
+            cpu_usage_us: usage,
+            cpu_user_us: user,
+            cpu_system_us: system,
             cpu_nr_periods: kv(&cpu_stat, "nr_periods"),
             cpu_nr_throttled: kv(&cpu_stat, "nr_throttled"),
             cpu_throttled_us: kv(&cpu_stat, "throttled_time") / 1000,

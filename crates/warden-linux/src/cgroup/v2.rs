@@ -27,6 +27,17 @@ fn delegate(dir: &Path) -> Result<()> {
     files::write(&path, &missing.join(" "))
 }
 
+/// Freezes or thaws the cgroup2 directory `dir` and waits until the
+/// kernel reports it done (a core feature: no controller needed).
+pub fn set_frozen(dir: &Path, frozen: bool) -> Result<()> {
+    files::write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+    let events = dir.join("cgroup.events");
+    let want = u64::from(frozen);
+    files::wait_until(&events, if frozen { "frozen 1" } else { "frozen 0" }, || {
+        Ok(kv(&files::read(&events)?, "frozen") == want)
+    })
+}
+
 impl Cgroup {
     pub fn paths(root: &Path, name: &str) -> Self {
         Cgroup { dir: root.join(PARENT).join(name) }
@@ -105,13 +116,7 @@ impl Cgroup {
     }
 
     pub fn set_frozen(&self, frozen: bool) -> Result<()> {
-        let path = self.dir.join("cgroup.freeze");
-        files::write(&path, if frozen { "1" } else { "0" })?;
-        let events = self.dir.join("cgroup.events");
-        let want = u64::from(frozen);
-        files::wait_until(&events, if frozen { "frozen 1" } else { "frozen 0" }, || {
-            Ok(kv(&files::read(&events)?, "frozen") == want)
-        })
+        set_frozen(&self.dir, frozen)
     }
 
     pub fn stats(&self) -> Result<Stats> {

@@ -186,6 +186,15 @@ pub fn close_all_but(keep: &mut [RawFd]) {
     sys::close_from(next);
 }
 
+/// Blocks until the supervisor writes a byte; exits if it went away.
+fn wait_for_supervisor(plan: &Plan) {
+    let mut byte = 0u8;
+    // SAFETY: a raw read into a stack byte.
+    if unsafe { libc::read(plan.sync_read, (&mut byte as *mut u8).cast(), 1) } != 1 {
+        fail(plan, Stage::Sync, 0, errno(), 125);
+    }
+}
+
 /// The sandbox's init. Never returns.
 pub fn init_main(plan: &Plan) -> ! {
     // SAFETY (whole function): only raw syscalls on data prepared in
@@ -197,19 +206,14 @@ pub fn init_main(plan: &Plan) -> ! {
         // The clone copied every fd of the supervisor (its sockets, other
         // tasks' pipes): keep only the sandbox's own.
         close_all_but(&mut [plan.sync_read, plan.err_write, plan.status_write, plan.workspace_tree, 0, 1, 2]);
-        let mut byte = 0u8;
-        if libc::read(plan.sync_read, (&mut byte as *mut u8).cast(), 1) != 1 {
-            // The supervisor went away before the sandbox was ready.
-            fail(plan, Stage::Sync, 0, errno(), 125);
-        }
-        libc::close(plan.sync_read);
+        // First word from the supervisor: the id maps are written.
+        wait_for_supervisor(plan);
 
         // Become root of the new user namespace only: the ids map to an
         // unprivileged host range, and host root's groups are dropped.
         try_sys!(plan, Stage::Ids, 0, libc::setgroups(0, ptr::null()));
         try_sys!(plan, Stage::Ids, 1, libc::setresgid(0, 0, 0));
         try_sys!(plan, Stage::Ids, 2, libc::setresuid(0, 0, 0));
-        try_sys!(plan, Stage::CgroupNs, 0, libc::unshare(libc::CLONE_NEWCGROUP));
 
         build_root(plan);
 
@@ -220,6 +224,11 @@ pub fn init_main(plan: &Plan) -> ! {
         // A new session: no controlling terminal, so nothing in the
         // sandbox can inject input into the caller's terminal.
         libc::setsid();
+
+        // Second word: init is in the task's cgroup, so the task will be.
+        wait_for_supervisor(plan);
+        libc::close(plan.sync_read);
+        try_sys!(plan, Stage::CgroupNs, 0, libc::unshare(libc::CLONE_NEWCGROUP));
 
         let task = match sys::clone_fork(0) {
             Ok(0) => task_main(plan),

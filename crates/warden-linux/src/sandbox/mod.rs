@@ -31,7 +31,6 @@ use std::path::{Path, PathBuf};
 
 use warden_core::{Bytes, Network};
 
-use crate::cgroup::Cgroup;
 use crate::seccomp::Filter;
 use crate::sys;
 use child::{HostPath, Plan, STAGES, Stage};
@@ -86,7 +85,6 @@ pub struct SandboxSpec<'a> {
     pub stdin_null: bool,
     /// Kill the sandbox if the spawning thread dies.
     pub die_with_supervisor: bool,
-    pub cgroup: &'a Cgroup,
 }
 
 /// Why a sandbox did not start.
@@ -165,7 +163,17 @@ pub fn open_workspace(path: &Path) -> Result<OwnedFd, SpawnError> {
 impl Sandbox {
     /// Starts `spec` in a new sandbox and returns once the command was
     /// executed (or failed to be).
-    pub fn spawn(cfg: &SandboxConfig, spec: &SandboxSpec<'_>, filter: &Filter) -> Result<Sandbox, SpawnError> {
+    ///
+    /// `join` puts the sandbox's init (by host pid) into the task's cgroup.
+    /// It runs while init builds the filesystem view, so that creating the
+    /// cgroup costs no time on the launch path; init forks the task only
+    /// after `join` returned, so the task starts inside the cgroup.
+    pub fn spawn<E: From<SpawnError>>(
+        cfg: &SandboxConfig,
+        spec: &SandboxSpec<'_>,
+        filter: &Filter,
+        join: impl FnOnce(u32) -> Result<(), E>,
+    ) -> Result<Sandbox, E> {
         let ws_fd = open_workspace(spec.workspace)?;
         let host_id = cfg.host_task_id();
         let ws_meta =
@@ -182,11 +190,13 @@ impl Sandbox {
             }
         })?;
 
+        tracing::trace!("workspace mount prepared");
         let (sync_r, sync_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
         let plan = build_plan(cfg, spec, filter, &tree, &sync_r, &err_w, &status_w)?;
 
+        tracing::trace!("plan built");
         // Block every signal across the clone: the child inherits the mask
         // (init waits for signals with sigwaitinfo) and no handler of the
         // supervisor can run in it.
@@ -215,15 +225,22 @@ impl Sandbox {
         drop((sync_r, err_w, status_w, tree, ws_fd));
         drop(plan);
 
+        tracing::trace!(pid, "cloned");
         let pidfd = sys::pidfd_open(pid).map_err(os("open a pidfd"));
         let mut sandbox = match pidfd {
             Ok(pidfd) => Sandbox { pid, pidfd, status: File::from(status_r), reaped: false },
             Err(e) => {
                 kill_and_reap(pid);
-                return Err(e);
+                return Err(e.into());
             }
         };
-        if let Err(e) = sandbox.release(cfg, spec, sync_w, err_r) {
+        let mut sync = File::from(sync_w);
+        let released = sandbox
+            .map_ids(cfg, &mut sync)
+            .map_err(E::from)
+            .and_then(|()| join(pid as u32))
+            .and_then(|()| sandbox.release(cfg, spec, sync, err_r).map_err(E::from));
+        if let Err(e) = released {
             sandbox.kill();
             let _ = sandbox.reap();
             return Err(e);
@@ -231,22 +248,24 @@ impl Sandbox {
         Ok(sandbox)
     }
 
-    /// Maps ids, attaches the cgroup, lets the child go and waits until
+    /// Writes the id maps and lets init start building its root.
+    fn map_ids(&self, cfg: &SandboxConfig, sync: &mut File) -> Result<(), SpawnError> {
+        let map = format!("0 {} {}\n", cfg.id_base, cfg.id_count);
+        std::fs::write(format!("/proc/{}/uid_map", self.pid), &map).map_err(os("write the uid map"))?;
+        std::fs::write(format!("/proc/{}/gid_map", self.pid), &map).map_err(os("write the gid map"))?;
+        io::Write::write_all(sync, b"m").map_err(os("release the sandbox"))
+    }
+
+    /// Lets init fork the task (it is in the cgroup now) and waits until
     /// the command is executed.
     fn release(
         &mut self,
         cfg: &SandboxConfig,
         spec: &SandboxSpec<'_>,
-        sync_w: OwnedFd,
+        mut sync: File,
         err_r: OwnedFd,
     ) -> Result<(), SpawnError> {
-        let map = format!("0 {} {}\n", cfg.id_base, cfg.id_count);
-        std::fs::write(format!("/proc/{}/uid_map", self.pid), &map).map_err(os("write the uid map"))?;
-        std::fs::write(format!("/proc/{}/gid_map", self.pid), &map).map_err(os("write the gid map"))?;
-        spec.cgroup
-            .attach(self.pid as u32)
-            .map_err(|e| SpawnError::Os { what: "attach the cgroup", source: io::Error::other(e.to_string()) })?;
-        let mut sync = File::from(sync_w);
+        tracing::trace!("joined the cgroup");
         io::Write::write_all(&mut sync, b"g").map_err(os("release the sandbox"))?;
         drop(sync);
 
