@@ -285,8 +285,10 @@ impl ProcessWorkload {
         if let Err(e) = self.cgroup.remove() {
             tracing::warn!(task = %self.id, error = %e, "could not remove the cgroup");
         }
+        tracing::trace!(task = %self.id, "cgroup removed");
+        // Most tasks leave their scratch workspace empty: try one rmdir first.
         if let Some(ws) = &self.temp_workspace
-            && let Err(e) = std::fs::remove_dir_all(ws)
+            && let Err(e) = std::fs::remove_dir(ws).or_else(|_| std::fs::remove_dir_all(ws))
         {
             tracing::warn!(task = %self.id, error = %e, path = %ws.display(), "could not remove the workspace");
         }
@@ -353,6 +355,7 @@ impl Workload for ProcessWorkload {
         tracing::trace!(task = %self.id, "sandbox reaped");
         let wall_ms = self.started.elapsed().as_millis() as u64;
         let stats = self.cgroup.stats();
+        tracing::trace!(task = %self.id, "stats read");
         self.remove_leftovers(status.is_err());
         tracing::trace!(task = %self.id, "cleaned up");
         let status = status?;
