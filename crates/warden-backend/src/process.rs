@@ -277,10 +277,8 @@ impl ProcessWorkload {
     /// processes may remain (error paths); after init was reaped its pid
     /// namespace is gone and with it every process of the task.
     fn remove_leftovers(&self, kill: bool) {
-        if kill {
-            if let Err(e) = self.cgroup.kill() {
-                tracing::warn!(task = %self.id, error = %e, "could not kill what is left in the cgroup");
-            }
+        if kill && let Err(e) = self.cgroup.kill() {
+            tracing::warn!(task = %self.id, error = %e, "could not kill what is left in the cgroup");
         }
         if let Err(e) = self.cgroup.remove() {
             tracing::warn!(task = %self.id, error = %e, "could not remove the cgroup");
