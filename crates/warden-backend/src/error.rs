@@ -17,6 +17,12 @@ pub enum BackendError {
     Cgroup(#[from] cgroup::Error),
     #[error("the {tier} tier is not available: {reason}")]
     Unavailable { tier: &'static str, reason: String },
+    #[error("{0}")]
+    Refused(String),
+    /// The gate's decision needs a differently built workload (e.g. another
+    /// network): launch again with the decided spec.
+    #[error("superseded: {0}")]
+    Superseded(String),
     #[error("task `{id}` is already running on this node")]
     Duplicate { id: String },
     #[error("failed to {what}: {source}")]

@@ -57,7 +57,21 @@ pub trait Backend {
     fn tier(&self) -> Tier;
 
     /// Starts the task; returns once its command runs (or failed to).
-    async fn launch(&self, req: &LaunchRequest) -> Result<Self::Workload>;
+    ///
+    /// `gate` is called once the workload is ready to start but before any
+    /// of the task's code runs; the task starts only if it returns `Ok`,
+    /// under its limits changed by the returned update. This lets a caller
+    /// decide (policy) while the backend prepares the workload.
+    async fn launch<G: Gate>(&self, req: &LaunchRequest, gate: G) -> Result<Self::Workload>;
+}
+
+/// The last word before a task starts: `Ok` with limit changes, or why not.
+pub trait Gate: FnOnce() -> Result<LimitUpdate> + Send {}
+impl<F: FnOnce() -> Result<LimitUpdate> + Send> Gate for F {}
+
+/// A gate that lets every task start as requested.
+pub fn open_gate() -> impl Gate {
+    || Ok(LimitUpdate::default())
 }
 
 /// A running task on some tier.
@@ -87,6 +101,9 @@ pub trait Workload {
 
     /// Where its workspace is on the host.
     fn workspace(&self) -> Option<PathBuf>;
+
+    /// The limits it started under.
+    fn limits(&self) -> Limits;
 }
 
 /// How long a task gets between SIGTERM and SIGKILL when it is stopped.

@@ -12,7 +12,7 @@ use warden_linux::cgroup::{self, Cgroup, CgroupLimits, Hierarchy};
 use warden_linux::sandbox::{DEFAULT_PATH, Sandbox, SandboxConfig, SandboxSpec, TaskExit};
 use warden_linux::seccomp::Filter;
 
-use crate::{Backend, BackendError, Exit, Finished, LaunchRequest, Result, Workload};
+use crate::{Backend, BackendError, Exit, Finished, Gate, LaunchRequest, Result, Workload};
 
 /// Limits for what a task leaves unset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,7 +154,7 @@ impl Backend for ProcessBackend {
         Tier::Process
     }
 
-    async fn launch(&self, req: &LaunchRequest) -> Result<ProcessWorkload> {
+    async fn launch<G: Gate>(&self, req: &LaunchRequest, gate: G) -> Result<ProcessWorkload> {
         let started = Instant::now();
         if let Some(ws) = &req.spec.workspace {
             check_workspace(ws, &self.config.state_dir)?;
@@ -179,6 +179,7 @@ impl Backend for ProcessBackend {
         };
         let limits = CgroupLimits { cpus: req.limits.cpus, memory: req.limits.memory, pids: req.limits.pids };
         let mut cgroup = None;
+        let mut effective = limits;
         let spawned = Sandbox::spawn(&self.config.sandbox, &spec, &self.filter, |pid| {
             let cg = self.hierarchy.create(req.id.as_str(), &limits).map_err(|e| match e {
                 cgroup::Error::Create { ref source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -188,7 +189,14 @@ impl Backend for ProcessBackend {
             })?;
             let attached = cg.attach(pid);
             cgroup = Some(cg);
-            Ok::<_, BackendError>(attached?)
+            attached?;
+            let update = gate()?;
+            if update != LimitUpdate::default()
+                && let Some(cg) = &cgroup
+            {
+                effective = cg.update(&update)?;
+            }
+            Ok::<_, BackendError>(())
         });
         let watched = spawned.and_then(|sandbox| {
             let fd = sandbox.pidfd().try_clone_to_owned().map_err(BackendError::io("duplicate the pidfd"))?;
@@ -225,6 +233,7 @@ impl Backend for ProcessBackend {
             network: req.limits.network,
             tmp: req.limits.tmp,
             timeout: req.limits.timeout,
+            started_limits: effective,
         })
     }
 }
@@ -249,6 +258,7 @@ pub struct ProcessWorkload {
     network: warden_core::Network,
     tmp: Bytes,
     timeout: Option<warden_core::HumanDuration>,
+    started_limits: CgroupLimits,
 }
 
 impl ProcessWorkload {
@@ -380,6 +390,10 @@ impl Workload for ProcessWorkload {
 
     fn workspace(&self) -> Option<PathBuf> {
         Some(self.workspace.clone())
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits_of(self.started_limits)
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use warden_core::{Attempt, ExitReason, RunResult, Timestamp, Usage};
 
-use crate::{Backend, BackendError, Exit, LaunchRequest, Workload};
+use crate::{Backend, BackendError, Exit, Gate, LaunchRequest, Workload};
 
 /// Signals to forward to the task.
 #[derive(Debug)]
@@ -53,6 +53,7 @@ impl Interrupts {
 pub async fn supervise<B: Backend>(
     backend: &B,
     req: &LaunchRequest,
+    gate: impl Gate,
     interrupts: &mut Interrupts,
     grace: Duration,
 ) -> RunResult {
@@ -71,15 +72,17 @@ pub async fn supervise<B: Backend>(
         error: None,
     };
     let outcome = async {
-        let mut workload = backend.launch(req).await?;
+        let mut workload = backend.launch(req, gate).await?;
+        let limits = workload.limits();
         let timed_out = run(&mut workload, req.limits.timeout.map(|t| t.get()), grace, interrupts).await;
         let finished = workload.finish().await?;
-        Ok::<_, BackendError>((finished, timed_out))
+        Ok::<_, BackendError>((finished, timed_out, limits))
     }
     .await;
     let reason = match outcome {
-        Ok((finished, timed_out)) => {
+        Ok((finished, timed_out, limits)) => {
             result.usage = finished.usage;
+            result.limits = Some(limits);
             match (timed_out, finished.exit) {
                 (true, _) => ExitReason::Timeout,
                 (false, Exit::Exited(code)) => ExitReason::Exited { code },

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use warden_backend::{Backend, Exit, LaunchRequest, ProcessBackend, ProcessBackendConfig, Workload};
+use warden_backend::{Backend, Exit, LaunchRequest, ProcessBackend, ProcessBackendConfig, Workload, open_gate};
 use warden_core::{Bytes, LimitUpdate, MilliCpu, TaskSpec};
 
 fn require_root() -> bool {
@@ -52,7 +52,7 @@ async fn limits_change_live_and_read_back() {
     }
     let (req, state) = request("update", &["sh", "-c", "while :; do :; done"]);
     let b = backend(&state);
-    let mut w = b.launch(&req).await.unwrap();
+    let mut w = b.launch(&req, open_gate()).await.unwrap();
 
     // At 1 CPU the spinner uses about one CPU.
     let full = cpu_used_over(&w, Duration::from_millis(500)).await;
@@ -96,7 +96,7 @@ async fn freeze_stops_the_task_and_thaw_resumes_it() {
     }
     let (req, state) = request("freeze", &["sh", "-c", "while :; do :; done"]);
     let b = backend(&state);
-    let mut w = b.launch(&req).await.unwrap();
+    let mut w = b.launch(&req, open_gate()).await.unwrap();
     assert!(cpu_used_over(&w, Duration::from_millis(300)).await > 100_000);
 
     w.freeze().await.unwrap();
@@ -122,7 +122,7 @@ async fn stats_report_memory_pids_and_pressure() {
     let script = "python3 -c 'import time; b = bytearray(40 << 20); time.sleep(30)' & sleep 30 & wait";
     let (req, state) = request("stats", &["sh", "-c", script]);
     let b = backend(&state);
-    let mut w = b.launch(&req).await.unwrap();
+    let mut w = b.launch(&req, open_gate()).await.unwrap();
     let mut s = w.stats().await.unwrap();
     for _ in 0..50 {
         if s.memory_bytes > 40 << 20 {
@@ -149,7 +149,7 @@ async fn dropping_a_workload_leaves_nothing_behind() {
     }
     let (req, state) = request("drop", &["sleep", "30"]);
     let b = backend(&state);
-    let w = b.launch(&req).await.unwrap();
+    let w = b.launch(&req, open_gate()).await.unwrap();
     let pid = w.pid().unwrap();
     drop(w);
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "init survived the drop");

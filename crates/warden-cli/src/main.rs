@@ -1,5 +1,6 @@
 //! The `warden` command.
 
+mod policy;
 mod run;
 
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ enum Command {
     /// the memory limit killed it; 124 on timeout; 125 for warden's own
     /// errors; 126 if the command cannot be executed; 127 if not found.
     Run(Box<run::RunArgs>),
+    /// Check, test and dry-run policy sets.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 fn init_logging(cli: &Cli) {
@@ -75,6 +79,10 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Run(args) => runtime.block_on(run::run(*args, &cli.state_dir)),
+        Command::Policy(cmd) => policy::run(cmd).unwrap_or_else(|e| {
+            eprintln!("warden: error: {e:#}");
+            exit_code::WARDEN_ERROR
+        }),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -5,12 +5,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use warden_backend::process::LimitDefaults;
-use warden_backend::{DEFAULT_KILL_GRACE, Interrupts, LaunchRequest, ProcessBackend, ProcessBackendConfig, supervise};
-use warden_core::{
-    Bytes, ExitReason, HumanDuration, MilliCpu, Network, Origin, RunResult, TaskSpec, Tier, TierRequest, Timestamp,
-    Usage, exit_code,
+use std::sync::{Arc, Mutex};
+
+use warden_backend::{
+    BackendError, DEFAULT_KILL_GRACE, Interrupts, LaunchRequest, ProcessBackend, ProcessBackendConfig, open_gate,
+    supervise,
 };
+use warden_core::{
+    Bytes, ExitReason, HumanDuration, LimitUpdate, Limits, MilliCpu, Network, Origin, RunResult, TaskSpec, Tier,
+    TierRequest, Timestamp, Usage, exit_code,
+};
+use warden_policy::{Decision, Defaults, Outcome, Placement, PolicySnapshot, decide};
+
+use crate::policy::PolicySource;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
@@ -89,6 +96,9 @@ pub struct RunArgs {
     #[arg(long)]
     explain: bool,
 
+    #[command(flatten)]
+    policy: PolicySource,
+
     /// The command and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -123,14 +133,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 /// Reads `--spec` (if any) and lays the flags over it.
 fn build_spec(args: &RunArgs) -> Result<TaskSpec> {
     let mut spec = match &args.spec {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read spec {}", path.display()))?;
-            let origin = path.display().to_string();
-            let is_json = path.extension().is_some_and(|e| e == "json");
-            let parsed =
-                if is_json { TaskSpec::from_json(&text, &origin) } else { TaskSpec::from_yaml(&text, &origin) };
-            parsed?
-        }
+        Some(path) => crate::policy::read_spec(path)?,
         None => TaskSpec::default(),
     };
     if !args.command.is_empty() {
@@ -168,14 +171,42 @@ fn build_spec(args: &RunArgs) -> Result<TaskSpec> {
     Ok(spec.normalize()?)
 }
 
-/// Which tier runs the task. Until the policy engine lands, `auto` means
-/// the process tier, the only one this build has.
-fn choose_tier(spec: &TaskSpec) -> Result<(Tier, String)> {
-    match spec.tier.tier() {
-        None => Ok((Tier::Process, "auto: the process tier is the only tier of this build".into())),
-        Some(Tier::Process) => Ok((Tier::Process, "requested".into())),
-        Some(other) => bail!("the {other} tier is not available in this build of warden"),
+/// Asks the policy set where the task runs. Only the process tier exists
+/// in this build: a decision for another tier is refused, never lowered.
+fn place(policy: &PolicySource, spec: &TaskSpec, explain: bool, cache: &Path) -> Result<(Placement, Decision)> {
+    let snapshot =
+        PolicySnapshot::load_for_decisions(policy.sources()?, Some(cache)).context("cannot load the policy set")?;
+    let signals = crate::policy::live_signals(spec);
+    let decision = decide(&snapshot, spec, &signals, Defaults::default());
+    if explain {
+        for line in decision.explain().lines() {
+            eprintln!("warden: {line}");
+        }
     }
+    let p = match &decision.outcome {
+        Outcome::Placed(p) => p.clone(),
+        Outcome::Refused { reasons } => {
+            bail!("refused by policy {}: {}", decision.policy_version, reasons.join("; "))
+        }
+    };
+    if p.tier != Tier::Process {
+        bail!(
+            "policy placed the task on the {} tier ({}), which this build of warden cannot run yet",
+            p.tier,
+            p.runtime
+        );
+    }
+    Ok((p, decision))
+}
+
+/// The limits of `spec` tightened by a placement (policy may tighten limits,
+/// never loosen them).
+fn tightened(mut limits: Limits, p: &Placement) -> Limits {
+    limits.cpus = limits.cpus.min(p.cpus);
+    limits.memory = limits.memory.min(p.memory);
+    limits.pids = limits.pids.min(p.pids);
+    limits.network = p.network;
+    limits
 }
 
 fn error_result(spec: Option<&TaskSpec>, error: &anyhow::Error) -> RunResult {
@@ -230,28 +261,52 @@ pub async fn run(args: RunArgs, state_dir: &Path) -> i32 {
     result.exit_code
 }
 
+/// Runs the task. The policy decision (loading a policy set costs a few
+/// milliseconds in a fresh process) runs on a thread while the sandbox is
+/// being built; the task starts only once the decision permits it, under
+/// the limits the decision set. A decision that needs a different sandbox
+/// (another network) launches again, sequentially.
 async fn execute(args: &RunArgs, spec: &TaskSpec, state_dir: &Path) -> Result<RunResult> {
-    let (tier, why) = choose_tier(spec)?;
     let config = ProcessBackendConfig { state_dir: state_dir.to_owned(), ..Default::default() };
-    let limits = LimitDefaults::default().resolve(spec);
-    if args.explain {
-        eprintln!("warden: tier {tier} ({why})");
-        eprintln!(
-            "warden: limits cpus={} memory={} pids={} tmp={} timeout={} network={}",
-            limits.cpus,
-            limits.memory,
-            limits.pids,
-            limits.tmp,
-            limits.timeout.map_or("none".to_owned(), |t| t.to_string()),
-            match limits.network {
-                Network::None => "none",
-                Network::Loopback => "loopback",
-            }
-        );
-    }
+    let requested = config.defaults.resolve(spec);
     let backend = ProcessBackend::new(config)?;
-    let req =
-        LaunchRequest { id: spec.task_id(), spec: spec.clone(), limits, stdin_null: std::io::stdin().is_terminal() };
+    let stdin_null = std::io::stdin().is_terminal();
     let mut interrupts = Interrupts::from_os().context("cannot install signal handlers")?;
-    Ok(supervise(&backend, &req, &mut interrupts, DEFAULT_KILL_GRACE).await)
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (policy, task, explain) = (args.policy.clone(), spec.clone(), args.explain);
+    let cache = state_dir.join("cache");
+    std::thread::spawn(move || {
+        let _ = tx.send(place(&policy, &task, explain, &cache).map(|(p, _)| p));
+    });
+    let decided: Arc<Mutex<Option<Placement>>> = Arc::default();
+    let slot = decided.clone();
+    let gate = move || {
+        let placement = rx
+            .recv()
+            .map_err(|_| BackendError::Refused("the policy decision was lost".into()))?
+            .map_err(|e| BackendError::Refused(format!("{e:#}")))?;
+        let limits = tightened(requested, &placement);
+        let network = placement.network;
+        if let Ok(mut s) = slot.lock() {
+            *s = Some(placement);
+        }
+        if network != requested.network {
+            return Err(BackendError::Superseded("policy chose another network".into()));
+        }
+        Ok(LimitUpdate { cpus: Some(limits.cpus), memory: Some(limits.memory), pids: Some(limits.pids) })
+    };
+    let req = LaunchRequest { id: spec.task_id(), spec: spec.clone(), limits: requested, stdin_null };
+    let result = supervise(&backend, &req, gate, &mut interrupts, DEFAULT_KILL_GRACE).await;
+    let again = result.error.as_deref().is_some_and(|e| e.starts_with("superseded"));
+    let placement = decided.lock().ok().and_then(|s| s.clone());
+    match (again, placement) {
+        (true, Some(p)) => {
+            let mut spec = spec.clone();
+            spec.network = p.network;
+            let req = LaunchRequest { id: spec.task_id(), limits: tightened(requested, &p), spec, stdin_null };
+            Ok(supervise(&backend, &req, open_gate(), &mut interrupts, DEFAULT_KILL_GRACE).await)
+        }
+        _ => Ok(result),
+    }
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, PolicyId, PolicySet, Request, Schema,
-    ValidationMode, Validator,
+    Authorizer, Context, Decision as CedarDecision, Entities, EntityTypeName, EntityUid, PolicyId, PolicySet, Request,
+    Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 
@@ -85,6 +85,55 @@ pub fn check_shape(src: &Source) -> Result<(), Error> {
     Ok(())
 }
 
+/// Where the JSON form of schemas is kept between runs. Cedar parses its
+/// JSON schema format several times faster than its human one, which
+/// matters for a one-shot `warden run`; entries are named by the hash of
+/// the human form, so a stale entry cannot be used.
+#[derive(Debug, Clone)]
+pub struct SchemaCache {
+    pub dir: std::path::PathBuf,
+}
+
+impl SchemaCache {
+    fn path(&self, schema: &Source) -> std::path::PathBuf {
+        use sha2::Digest;
+        let hash: String =
+            sha2::Sha256::digest(schema.text.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("schema-{hash}.json"))
+    }
+}
+
+fn parse_schema(schema: &Source, cache: Option<&SchemaCache>) -> Result<Schema, Error> {
+    if let Some(json) = cache.and_then(|c| std::fs::read_to_string(c.path(schema)).ok())
+        && let Ok(s) = Schema::from_json_str(&json)
+    {
+        return Ok(s);
+    }
+    let fail = |line: Option<usize>, message: String| Error::Cedar {
+        at: Location { file: schema.name.clone(), line },
+        message,
+    };
+    let (fragment, _warnings) = cedar_policy::SchemaFragment::from_cedarschema_str(&schema.text).map_err(|e| {
+        fail(
+            diag_line(&e, &schema.text),
+            format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()),
+        )
+    })?;
+    let parsed = Schema::from_schema_fragments([fragment.clone()]).map_err(|e| fail(None, e.to_string()))?;
+    if let (Some(c), Ok(json)) = (cache, fragment.to_json_string()) {
+        // Best effort: a cache that cannot be written only costs time.
+        let path = c.path(schema);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = std::fs::create_dir_all(&c.dir)
+            .and_then(|()| std::fs::write(&tmp, json))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    Ok(parsed)
+}
+
 /// Validated policies with where each came from.
 #[derive(Debug, Clone)]
 pub struct Policies {
@@ -92,18 +141,20 @@ pub struct Policies {
     pub schema: Schema,
     /// Policy id → "file:line".
     pub origins: BTreeMap<String, String>,
+    /// The request's names, taken from the schema once (parsing them per
+    /// request would start Cedar's name parser in every fresh process).
+    tenant: EntityTypeName,
+    task: EntityTypeName,
+    run: EntityUid,
 }
 
 /// Parses the schema and every policy file, names each policy by its
 /// `@id` annotation (else `file#n`), and validates strictly.
-pub fn load(schema: &Source, files: &[Source]) -> Result<Policies, Error> {
+pub fn load(schema: &Source, files: &[Source], cache: Option<&SchemaCache>) -> Result<Policies, Error> {
     for f in std::iter::once(schema).chain(files) {
         check_shape(f)?;
     }
-    let (schema_parsed, _warnings) = Schema::from_cedarschema_str(&schema.text).map_err(|e| Error::Cedar {
-        at: Location { file: schema.name.clone(), line: diag_line(&e, &schema.text) },
-        message: format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()),
-    })?;
+    let schema_parsed = parse_schema(schema, cache)?;
     let mut set = PolicySet::new();
     let mut origins = BTreeMap::new();
     for f in files {
@@ -136,7 +187,18 @@ pub fn load(schema: &Source, files: &[Source]) -> Result<Policies, Error> {
             message: format!("policy `{id}` does not match the schema: {e}"),
         });
     }
-    Ok(Policies { set, schema: schema_parsed, origins })
+    let names = || -> Option<(EntityTypeName, EntityTypeName, EntityUid)> {
+        let find = |name: &str| schema_parsed.entity_types().find(|t| t.basename() == name).cloned();
+        let run = schema_parsed.actions().find(|a| a.id().unescaped() == "run").cloned()?;
+        Some((find("Tenant")?, find("Task")?, run))
+    };
+    let Some((tenant, task, run)) = names() else {
+        return Err(Error::Cedar {
+            at: Location { file: schema.name.clone(), line: None },
+            message: "the schema must declare entity types `Tenant` and `Task` and the action `run`".into(),
+        });
+    };
+    Ok(Policies { set, schema: schema_parsed, origins, tenant, task, run })
 }
 
 /// The answer for one candidate.
@@ -160,9 +222,9 @@ pub enum Verdict {
 /// skips an erroring policy, and a skipped forbid must not open a door.
 pub fn authorize(p: &Policies, tenant: &str, task: &str, context: serde_json::Value) -> Verdict {
     let result = (|| {
-        let principal = EntityUid::from_type_name_and_id("Tenant".parse()?, cedar_policy::EntityId::new(tenant));
-        let resource = EntityUid::from_type_name_and_id("Task".parse()?, cedar_policy::EntityId::new(task));
-        let action = EntityUid::from_str(r#"Action::"run""#)?;
+        let principal = EntityUid::from_type_name_and_id(p.tenant.clone(), cedar_policy::EntityId::new(tenant));
+        let resource = EntityUid::from_type_name_and_id(p.task.clone(), cedar_policy::EntityId::new(task));
+        let action = p.run.clone();
         let context = Context::from_json_value(context, Some((&p.schema, &action)))?;
         let request = Request::new(principal, action, resource, context, Some(&p.schema))?;
         Ok::<_, Box<dyn std::error::Error>>(Authorizer::new().is_authorized(&request, &p.set, &Entities::empty()))

@@ -126,7 +126,18 @@ pub struct RuleFile {
 
 /// The sandboxed Rhai engine.
 pub fn engine() -> Engine {
-    let mut e = Engine::new();
+    use rhai::packages::{
+        BasicArrayPackage, BasicMapPackage, BasicMathPackage, CorePackage, LogicPackage, MoreStringPackage, Package,
+    };
+    // Only what rules need: no clock, no blobs, no modules. `new_raw` also
+    // spares the start-up cost of registering everything else.
+    let mut e = Engine::new_raw();
+    e.register_global_module(CorePackage::new().as_shared_module())
+        .register_global_module(LogicPackage::new().as_shared_module())
+        .register_global_module(BasicArrayPackage::new().as_shared_module())
+        .register_global_module(BasicMapPackage::new().as_shared_module())
+        .register_global_module(BasicMathPackage::new().as_shared_module())
+        .register_global_module(MoreStringPackage::new().as_shared_module());
     e.set_max_operations(200_000)
         .set_max_call_levels(32)
         .set_max_expr_depths(64, 32)

@@ -186,6 +186,26 @@ pub fn close_all_but(keep: &mut [RawFd]) {
     sys::close_from(next);
 }
 
+// The id changes below are raw syscalls on purpose. libc's wrappers
+// broadcast the change to every thread libc believes the process has; after
+// a raw clone of a multi-threaded supervisor that list is stale and the
+// broadcast waits forever for threads that do not exist here.
+
+fn raw_setgroups_empty() -> libc::c_int {
+    // SAFETY: a zero-length group list with a null pointer.
+    unsafe { libc::syscall(libc::SYS_setgroups, 0, ptr::null::<libc::gid_t>()) as libc::c_int }
+}
+
+fn raw_setresgid(gid: libc::gid_t) -> libc::c_int {
+    // SAFETY: plain syscall with integer arguments.
+    unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) as libc::c_int }
+}
+
+fn raw_setresuid(uid: libc::uid_t) -> libc::c_int {
+    // SAFETY: plain syscall with integer arguments.
+    unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) as libc::c_int }
+}
+
 /// Blocks until the supervisor writes a byte; exits if it went away.
 fn wait_for_supervisor(plan: &Plan) {
     let mut byte = 0u8;
@@ -211,9 +231,9 @@ pub fn init_main(plan: &Plan) -> ! {
 
         // Become root of the new user namespace only: the ids map to an
         // unprivileged host range, and host root's groups are dropped.
-        try_sys!(plan, Stage::Ids, 0, libc::setgroups(0, ptr::null()));
-        try_sys!(plan, Stage::Ids, 1, libc::setresgid(0, 0, 0));
-        try_sys!(plan, Stage::Ids, 2, libc::setresuid(0, 0, 0));
+        try_sys!(plan, Stage::Ids, 0, raw_setgroups_empty());
+        try_sys!(plan, Stage::Ids, 1, raw_setresgid(0));
+        try_sys!(plan, Stage::Ids, 2, raw_setresuid(0));
 
         build_root(plan);
 
@@ -380,8 +400,8 @@ fn task_main(plan: &Plan) -> ! {
             100,
             libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
         );
-        try_sys!(plan, Stage::DropCaps, 101, libc::setresgid(plan.gid, plan.gid, plan.gid));
-        try_sys!(plan, Stage::DropCaps, 102, libc::setresuid(plan.uid, plan.uid, plan.uid));
+        try_sys!(plan, Stage::DropCaps, 101, raw_setresgid(plan.gid));
+        try_sys!(plan, Stage::DropCaps, 102, raw_setresuid(plan.uid));
         // Leaving uid 0 cleared the permitted and effective sets; clear
         // the inheritable set too.
         let header = CapHeader {

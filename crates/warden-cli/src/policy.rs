@@ -1,0 +1,140 @@
+//! `warden policy …`: tools for policy authors, and the policy set that
+//! `warden run` decides with.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use warden_core::TaskSpec;
+use warden_policy::{Defaults, PolicySnapshot, Signals, Sources, decide, signals};
+
+/// Where the policy set comes from. Without these, the set built into
+/// warden (the repository's `policies/` and `rules/`) is used.
+#[derive(Debug, Clone, Args)]
+pub struct PolicySource {
+    /// Directory with `schema.cedarschema`, `*.cedar` and `tests/*.yaml`.
+    #[arg(long, value_name = "DIR", env = "WARDEN_POLICIES", requires = "rules")]
+    pub policies: Option<PathBuf>,
+    /// Directory with `*.rhai` rules.
+    #[arg(long, value_name = "DIR", env = "WARDEN_RULES", requires = "policies")]
+    pub rules: Option<PathBuf>,
+}
+
+impl PolicySource {
+    pub fn sources(&self) -> Result<Sources> {
+        match (&self.policies, &self.rules) {
+            (Some(p), Some(r)) => Ok(Sources::from_dirs(p, r)?),
+            _ => Ok(Sources::embedded()),
+        }
+    }
+
+    /// Loads and validates the set (its tests are `warden policy test`'s).
+    pub fn load(&self) -> Result<PolicySnapshot> {
+        Ok(PolicySnapshot::load(self.sources()?)?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Parse and validate a policy set; errors name file and line.
+    Check(CheckArgs),
+    /// Dry-run the decision for a task.
+    Eval(EvalArgs),
+    /// Run the policy set's tests (policies/tests/*.yaml).
+    Test(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    source: PolicySource,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The task (YAML or JSON).
+    #[arg(long)]
+    spec: PathBuf,
+    /// Signals (YAML or JSON) instead of the ones measured on this node.
+    #[arg(long)]
+    signals: Option<PathBuf>,
+    /// Print the decision as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    source: PolicySource,
+}
+
+/// Reads a task spec file (JSON by extension, else YAML).
+pub fn read_spec(path: &Path) -> Result<TaskSpec> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read spec {}", path.display()))?;
+    let origin = path.display().to_string();
+    let spec = if path.extension().is_some_and(|e| e == "json") {
+        TaskSpec::from_json(&text, &origin)
+    } else {
+        TaskSpec::from_yaml(&text, &origin)
+    };
+    Ok(spec?)
+}
+
+/// The signals of `task` on this node now: its risk, the node's load, the
+/// default price table.
+pub fn live_signals(task: &TaskSpec) -> Signals {
+    Signals { risk: signals::risk(task, &BTreeMap::new(), 0), load: signals::collect_load(), cost: Default::default() }
+}
+
+fn read_signals(path: &Path) -> Result<Signals> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read signals {}", path.display()))?;
+    yaml_serde::from_str(&text).with_context(|| format!("{}: not valid signals", path.display()))
+}
+
+pub fn run(cmd: PolicyCommand) -> Result<i32> {
+    match cmd {
+        PolicyCommand::Check(a) => {
+            let snap = a.source.load()?;
+            println!(
+                "ok: policy set {} ({} policies, {} rule files, {} tests)",
+                snap.version,
+                snap.policies.set.policies().count(),
+                snap.rules.len(),
+                snap.tests.len()
+            );
+            Ok(0)
+        }
+        PolicyCommand::Test(a) => {
+            let snap = a.source.load()?;
+            let outcomes = snap.run_tests();
+            let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
+            for o in &outcomes {
+                match &o.failure {
+                    None => println!("ok    {} ({})", o.name, o.at),
+                    Some(f) => println!("FAIL  {} ({})\n      {}", o.name, o.at, f.replace('\n', "\n      ")),
+                }
+            }
+            println!("\n{} passed, {} failed", outcomes.len() - failed, failed);
+            if outcomes.is_empty() {
+                bail!("the policy set has no tests");
+            }
+            Ok(if failed == 0 { 0 } else { 1 })
+        }
+        PolicyCommand::Eval(a) => {
+            let snap = a.source.load()?;
+            let mut task = read_spec(&a.spec)?.normalize()?;
+            if task.id.is_none() {
+                task.id = Some(warden_core::TaskId::generate());
+            }
+            let signals = match &a.signals {
+                Some(p) => read_signals(p)?,
+                None => live_signals(&task),
+            };
+            let d = decide(&snap, &task, &signals, Defaults::default());
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", d.explain());
+            }
+            Ok(if d.placement().is_some() { 0 } else { 1 })
+        }
+    }
+}
