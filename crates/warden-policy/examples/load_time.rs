@@ -1,5 +1,7 @@
 //! How long the first load of the embedded policy set takes in a fresh
 //! process, step by step: `cargo run --release --example load_time [json]`.
+
+#![allow(clippy::expect_used)]
 use std::time::Instant;
 
 fn main() {
