@@ -1,0 +1,145 @@
+//! `warden policy …` and policy decisions inside `warden run`, end to end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{Sandbox, require_root, warden_bin};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn warden(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(warden_bin()).args(args).stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A copy of the shipped policy set in a temporary directory.
+fn policy_copy() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (pol, rules) = (dir.path().join("policies"), dir.path().join("rules"));
+    std::fs::create_dir_all(pol.join("tests")).unwrap();
+    std::fs::create_dir_all(&rules).unwrap();
+    for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, pol.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::copy(repo().join("policies/tests/defaults.yaml"), pol.join("tests/defaults.yaml")).unwrap();
+    std::fs::copy(repo().join("rules/placement.rhai"), rules.join("placement.rhai")).unwrap();
+    (dir, pol, rules)
+}
+
+#[test]
+fn check_and_test_the_shipped_set() {
+    let (code, embedded, err) = warden(&["policy", "check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(embedded.starts_with("ok: policy set "), "{embedded}");
+    let (code, out, _) = warden(&["policy", "test"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("9 passed, 0 failed"), "{out}");
+    let (_d, pol, rules) = policy_copy();
+    let (code, on_disk, _) =
+        warden(&["policy", "check", "--policies", pol.to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_eq!(embedded, on_disk, "the same files give the same version");
+}
+
+#[test]
+fn check_names_file_and_line_of_a_broken_policy() {
+    let (_d, pol, rules) = policy_copy();
+    std::fs::write(
+        pol.join("broken.cedar"),
+        "@id(\"x\")\npermit (principal, action, resource)\nwhen { context.nope };\n",
+    )
+    .unwrap();
+    let (code, _, err) =
+        warden(&["policy", "check", "--policies", pol.to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("broken.cedar") && err.contains("nope"), "{err}");
+}
+
+#[test]
+fn a_failing_policy_test_fails_the_command() {
+    let (_d, pol, rules) = policy_copy();
+    std::fs::write(
+        pol.join("tests/mine.yaml"),
+        "- name: wishful\n  task: { command: [x], risk: { origin: untrusted } }\n  expect: { tier: process }\n",
+    )
+    .unwrap();
+    let (code, out, _) =
+        warden(&["policy", "test", "--policies", pol.to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  wishful") && out.contains("9 passed, 1 failed"), "{out}");
+}
+
+#[test]
+fn eval_explains_and_speaks_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let signals = dir.path().join("signals.yaml");
+    std::fs::write(&signals, "risk: { score: 90 }\n").unwrap();
+    let spec = repo().join("examples/untrusted-snippet.json");
+    let (code, out, err) =
+        warden(&["policy", "eval", "--spec", spec.to_str().unwrap(), "--signals", signals.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("placed on container (runsc)"), "{out}");
+    assert!(out.contains("outside-code-not-in-process-tier"), "{out}");
+    let (code, out, _) = warden(&["policy", "eval", "--spec", spec.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["outcome"], "placed");
+    assert_eq!(v["tier"], "container");
+    assert_eq!(v["runtime"], "runsc");
+    assert!(v["policy_version"].as_str().unwrap().len() == 12);
+}
+
+#[test]
+fn run_refuses_what_policy_forbids_or_cannot_place_here() {
+    if !require_root() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let run = sb.run(&["--origin", "untrusted", "--network", "loopback"], &["true"]);
+    assert_eq!(run.code, 125, "{run:?}");
+    assert!(run.stderr.contains("refused by policy") && run.stderr.contains("untrusted-gets-no-network"), "{run:?}");
+    // External code asking for the process tier is raised to a container,
+    // which this build cannot run: refused, never silently lowered.
+    let run = sb.run(&["--origin", "external", "--tier", "process"], &["true"]);
+    assert_eq!(run.code, 125, "{run:?}");
+    assert!(run.stderr.contains("container tier"), "{run:?}");
+}
+
+#[test]
+fn run_applies_the_limits_policy_decides() {
+    if !require_root() {
+        return;
+    }
+    let (_d, pol, rules) = policy_copy();
+    // A rule that tightens pids and takes the network away.
+    std::fs::write(
+        rules.join("placement.rhai"),
+        r#"fn propose(task, signals) {
+            [#{ tier: "process", runtime: "native", cost: 1, rule: "tight", pids: 7, network: "none" }]
+        }"#,
+    )
+    .unwrap();
+    std::fs::remove_file(pol.join("tests/defaults.yaml")).unwrap();
+    let sb = Sandbox::new();
+    let flags = ["--policies", pol.to_str().unwrap(), "--rules", rules.to_str().unwrap(), "--network", "loopback"];
+    let run = sb.probe(&flags, &["own-loopback"]);
+    run.assert_prevented();
+    let limits = &run.result.as_ref().unwrap()["limits"];
+    assert_eq!(limits["pids"], 7, "{run:?}");
+    assert_eq!(limits["network"], "none", "{run:?}");
+    let run = sb.run(&flags, &["sh", "-c", "cat /sys/fs/cgroup/pids.max 2>/dev/null; echo ok"]);
+    assert_eq!(run.code, 0, "{run:?}");
+}
