@@ -143,3 +143,39 @@ fn run_applies_the_limits_policy_decides() {
     let run = sb.run(&flags, &["sh", "-c", "cat /sys/fs/cgroup/pids.max 2>/dev/null; echo ok"]);
     assert_eq!(run.code, 0, "{run:?}");
 }
+
+#[test]
+fn diff_shows_what_a_change_moves() {
+    let (_d, pol, _rules) = policy_copy();
+    let root = pol.parent().unwrap();
+    let mut text = std::fs::read_to_string(pol.join("baseline.cedar")).unwrap();
+    text.push_str(
+        "\n@id(\"external-code-needs-gvisor\")\nforbid (principal, action == Action::\"run\", resource)\n\
+         when { context.origin == \"external\" && context.runtime == \"runc\" };\n",
+    );
+    std::fs::write(pol.join("baseline.cedar"), text).unwrap();
+    let corpus = repo().join("examples/corpus/tasks.jsonl");
+    let (code, out, err) =
+        warden(&["policy", "diff", "--corpus", corpus.to_str().unwrap(), "--to", root.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["tasks"], 1000);
+    let moves = report["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), 1, "{report}");
+    assert_eq!(moves[0]["from"], "container (runc)");
+    assert_eq!(moves[0]["to"], "container (runsc)");
+    let moved = moves[0]["count"].as_u64().unwrap();
+    // Exactly the external tasks that were on runc: count them independently.
+    let external =
+        std::fs::read_to_string(&corpus).unwrap().lines().filter(|l| l.contains("\"origin\": \"external\"")).count()
+            as u64;
+    assert!(moved > 0 && moved <= external, "{moved} moved, {external} external");
+    assert_eq!(report["unchanged"].as_u64().unwrap() + moved, 1000);
+
+    // A corpus line that is not a task is named by its line.
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "{\"command\": [\"x\"]}\n{\"command\": []}\n").unwrap();
+    let (code, _, err) = warden(&["policy", "diff", "--corpus", bad.path().to_str().unwrap(), "--to", "embedded"]);
+    assert_eq!(code, 125);
+    assert!(err.contains(":2"), "{err}");
+}

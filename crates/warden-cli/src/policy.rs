@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use warden_core::TaskSpec;
-use warden_policy::{Defaults, PolicySnapshot, Signals, Sources, decide, signals};
+use warden_policy::{CorpusTask, Defaults, PolicySnapshot, Signals, Sources, decide, diff, signals};
 
 /// Where the policy set comes from. Without these, the set built into
 /// warden (the repository's `policies/` and `rules/`) is used.
@@ -43,6 +43,74 @@ pub enum PolicyCommand {
     Eval(EvalArgs),
     /// Run the policy set's tests (policies/tests/*.yaml).
     Test(CheckArgs),
+    /// Replay a corpus of tasks against two policy sets and show what moves.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// JSON lines: each a task spec, or `{"task": {...}, "signals": {...}}`.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// The current set: a directory holding `policies/` and `rules/`, or
+    /// `embedded` for the set built into warden.
+    #[arg(long, default_value = "embedded")]
+    from: String,
+    /// The proposed set, likewise.
+    #[arg(long)]
+    to: String,
+    /// Examples shown per move.
+    #[arg(long, default_value_t = 3)]
+    examples: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn set_at(which: &str) -> Result<PolicySnapshot> {
+    let sources = if which == "embedded" {
+        Sources::embedded()
+    } else {
+        let root = Path::new(which);
+        Sources::from_dirs(&root.join("policies"), &root.join("rules"))?
+    };
+    Ok(PolicySnapshot::load(sources).with_context(|| format!("policy set `{which}`"))?)
+}
+
+/// Reads a JSON-lines corpus; errors name the line.
+fn read_corpus(path: &Path) -> Result<Vec<CorpusTask>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        task: TaskSpec,
+        #[serde(default)]
+        signals: Signals,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read corpus {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let origin = format!("{}:{}", path.display(), i + 1);
+        let value: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{origin}: not JSON"))?;
+        let (task, signals) = if value.get("task").is_some() {
+            let e: Entry = serde_json::from_value(value).with_context(|| format!("{origin}: not a corpus entry"))?;
+            (e.task, e.signals)
+        } else {
+            (TaskSpec::from_json(line, &origin)?, Signals::default())
+        };
+        let mut task = task.normalize().with_context(|| origin.clone())?;
+        if task.id.is_none() {
+            task.id = Some(format!("line-{}", i + 1).try_into()?);
+        }
+        let label = match &task.name {
+            Some(n) => format!("line {} ({n})", i + 1),
+            None => format!("line {}", i + 1),
+        };
+        out.push(CorpusTask { label, task, signals });
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +185,18 @@ pub fn run(cmd: PolicyCommand) -> Result<i32> {
                 bail!("the policy set has no tests");
             }
             Ok(if failed == 0 { 0 } else { 1 })
+        }
+        PolicyCommand::Diff(a) => {
+            let (from, to) = (set_at(&a.from)?, set_at(&a.to)?);
+            let corpus = read_corpus(&a.corpus)?;
+            eprintln!("replaying {} tasks against {} and {}", corpus.len(), from.version, to.version);
+            let report = diff(&from, &to, &corpus, a.examples);
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(0)
         }
         PolicyCommand::Eval(a) => {
             let snap = a.source.load()?;

@@ -13,6 +13,7 @@
 
 mod cedar;
 mod decide;
+mod diff;
 mod error;
 pub mod rules;
 pub mod signals;
@@ -20,6 +21,7 @@ mod snapshot;
 
 pub use cedar::{Source, line_of};
 pub use decide::{Considered, Decision, Defaults, Judgement, Outcome, Placement, decide};
+pub use diff::{CorpusTask, DiffReport, Move, diff, outcome_label};
 pub use error::{Error, Location};
 pub use signals::Signals;
 pub use snapshot::{Expect, MAX_FILE_BYTES, PolicySnapshot, PolicyTest, Sources, TestOutcome};
