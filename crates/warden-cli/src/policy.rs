@@ -74,7 +74,7 @@ fn set_at(which: &str) -> Result<PolicySnapshot> {
         let root = Path::new(which);
         Sources::from_dirs(&root.join("policies"), &root.join("rules"))?
     };
-    Ok(PolicySnapshot::load(sources).with_context(|| format!("policy set `{which}`"))?)
+    PolicySnapshot::load(sources).with_context(|| format!("policy set `{which}`"))
 }
 
 /// Reads a JSON-lines corpus; errors name the line.
