@@ -29,14 +29,16 @@ fn cannot_exceed_its_cpu_quota() {
     }
     let control = probe_host(&["spin", "1.5"]);
     let cpu: f64 = control.stdout.split_whitespace().nth(1).unwrap().trim_end_matches('s').parse().unwrap();
-    assert!(cpu > 1.0, "unconfined, the spin loop should use a whole CPU: {control:?}");
+    // Unconfined, it gets at least half a CPU even on a busy 2-core machine:
+    // well above what the sandboxed run below may use.
+    assert!(cpu > 0.75, "unconfined, the spin loop should use most of a CPU: {control:?}");
 
     let sb = Sandbox::new();
     let run = sb.probe(&[TIER, "--cpus", "0.2"], &["spin", "1.5"]);
     assert_eq!(run.code, 0, "{run:?}");
     let used = run.usage("cpu_user_ms") + run.usage("cpu_sys_ms");
     // 0.2 CPU over ~1.5 s (plus interpreter start-up) is about 300 ms.
-    assert!(used < 600, "a 0.2-CPU task used {used} ms of CPU in 1.5 s: {run:?}");
+    assert!(used < 500, "a 0.2-CPU task used {used} ms of CPU in 1.5 s: {run:?}");
     assert!(used > 100, "the task should have run at its quota, used {used} ms");
 }
 
