@@ -56,7 +56,8 @@ async fn limits_change_live_and_read_back() {
 
     // At 1 CPU the spinner uses about one CPU.
     let full = cpu_used_over(&w, Duration::from_millis(500)).await;
-    assert!(full > 300_000, "spinner used {full} us in 500 ms at 1 CPU");
+    // At least 40 % of a CPU even when other tests spin on the other core.
+    assert!(full > 200_000, "spinner used {full} us in 500 ms at 1 CPU");
 
     let after = w
         .update(&LimitUpdate { cpus: Some(MilliCpu(100)), memory: Some(Bytes::mib(200)), pids: Some(17) })
@@ -97,7 +98,7 @@ async fn freeze_stops_the_task_and_thaw_resumes_it() {
     let (req, state) = request("freeze", &["sh", "-c", "while :; do :; done"]);
     let b = backend(&state);
     let mut w = b.launch(&req, open_gate()).await.unwrap();
-    assert!(cpu_used_over(&w, Duration::from_millis(300)).await > 100_000);
+    assert!(cpu_used_over(&w, Duration::from_millis(300)).await > 60_000);
 
     w.freeze().await.unwrap();
     let frozen = cpu_used_over(&w, Duration::from_millis(500)).await;
@@ -105,7 +106,7 @@ async fn freeze_stops_the_task_and_thaw_resumes_it() {
 
     w.thaw().await.unwrap();
     let thawed = cpu_used_over(&w, Duration::from_millis(300)).await;
-    assert!(thawed > 100_000, "a thawed task used only {thawed} us");
+    assert!(thawed > 60_000, "a thawed task used only {thawed} us");
 
     // A frozen task can still be killed.
     w.freeze().await.unwrap();
