@@ -162,6 +162,14 @@ pub fn load(schema: &Source, files: &[Source], cache: Option<&SchemaCache>) -> R
             at: Location { file: f.name.clone(), line: diag_line(&e, &f.text) },
             message: e.to_string(),
         })?;
+        if parsed.policies().next().is_none() {
+            // Most likely a file caught half-written; an empty file has no
+            // business in a policy directory either way.
+            return Err(Error::Cedar {
+                at: Location { file: f.name.clone(), line: None },
+                message: "contains no policies".into(),
+            });
+        }
         for (n, p) in parsed.policies().enumerate() {
             let id = p.annotation("id").map(str::to_owned).unwrap_or_else(|| format!("{}#{n}", f.name));
             let line = f.text.find(&format!("@id(\"{id}\")")).map(|o| line_of(&f.text, o));

@@ -198,6 +198,12 @@ impl PolicySnapshot {
                 at: Location { file: s.name.clone(), line: e.location().map(|l| l.line()) },
                 message: e.to_string(),
             })?;
+            if parsed.is_empty() {
+                return Err(Error::Test {
+                    at: Location { file: s.name.clone(), line: None },
+                    message: "contains no tests".into(),
+                });
+            }
             for mut t in parsed {
                 t.at = s.name.clone();
                 tests.push(t);
