@@ -298,10 +298,11 @@ async fn execute(args: &RunArgs, spec: &TaskSpec, state_dir: &Path) -> Result<Ru
     };
     let req = LaunchRequest { id: spec.task_id(), spec: spec.clone(), limits: requested, stdin_null };
     let result = supervise(&backend, &req, gate, &mut interrupts, DEFAULT_KILL_GRACE).await;
-    let again = result.error.as_deref().is_some_and(|e| e.starts_with("superseded"));
+    // The gate refuses a sandbox built for another network than the one
+    // decided (`Superseded`): build the decided one.
     let placement = decided.lock().ok().and_then(|s| s.clone());
-    match (again, placement) {
-        (true, Some(p)) => {
+    match placement {
+        Some(p) if p.network != requested.network && result.reason == ExitReason::Error => {
             let mut spec = spec.clone();
             spec.network = p.network;
             let req = LaunchRequest { id: spec.task_id(), limits: tightened(requested, &p), spec, stdin_null };

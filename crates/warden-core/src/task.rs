@@ -86,6 +86,12 @@ impl fmt::Display for TaskId {
     }
 }
 
+/// Parses one of a serde enum's lowercase names, naming the field on error.
+fn parse_choice<T: serde::de::DeserializeOwned>(field: &str, s: &str, what: &str) -> Result<T, SpecError> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| SpecError::invalid(field, format!("`{s}` is not {what}")))
+}
+
 /// Isolation tiers, weakest first. `Ord` follows strength.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -139,13 +145,7 @@ impl TierRequest {
 impl FromStr for TierRequest {
     type Err = SpecError;
     fn from_str(s: &str) -> Result<Self, SpecError> {
-        match s {
-            "auto" => Ok(TierRequest::Auto),
-            "process" => Ok(TierRequest::Process),
-            "container" => Ok(TierRequest::Container),
-            "pod" => Ok(TierRequest::Pod),
-            _ => Err(SpecError::invalid("tier", format!("`{s}` is not a tier (use auto, process, container or pod)"))),
-        }
+        parse_choice("tier", s, "a tier (use auto, process, container or pod)")
     }
 }
 
@@ -163,11 +163,7 @@ pub enum Network {
 impl FromStr for Network {
     type Err = SpecError;
     fn from_str(s: &str) -> Result<Self, SpecError> {
-        match s {
-            "none" => Ok(Network::None),
-            "loopback" => Ok(Network::Loopback),
-            _ => Err(SpecError::invalid("network", format!("`{s}` is not a network mode (use none or loopback)"))),
-        }
+        parse_choice("network", s, "a network mode (use none or loopback)")
     }
 }
 
@@ -187,15 +183,7 @@ pub enum Origin {
 impl FromStr for Origin {
     type Err = SpecError;
     fn from_str(s: &str) -> Result<Self, SpecError> {
-        match s {
-            "internal" => Ok(Origin::Internal),
-            "external" => Ok(Origin::External),
-            "untrusted" => Ok(Origin::Untrusted),
-            _ => Err(SpecError::invalid(
-                "risk.origin",
-                format!("`{s}` is not an origin (use internal, external or untrusted)"),
-            )),
-        }
+        parse_choice("risk.origin", s, "an origin (use internal, external or untrusted)")
     }
 }
 
@@ -266,26 +254,14 @@ impl TaskSpec {
     /// Reads a spec from YAML (which includes JSON), naming the field and
     /// position of any error. `origin` names the source in messages.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, SpecError> {
-        let de = yaml_serde::Deserializer::from_str(text);
-        let spec: TaskSpec = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            let message = if path == "." { inner } else { format!("`{path}`: {inner}") };
-            SpecError::Parse { origin: origin.to_owned(), message }
-        })?;
-        Ok(spec)
+        let parsed = serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(text));
+        parsed.map_err(|e| path_error(origin, e))
     }
 
     /// Reads a spec from JSON, naming the field and position of any error.
     pub fn from_json(text: &str, origin: &str) -> Result<Self, SpecError> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let spec: TaskSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            let message = if path == "." { inner } else { format!("`{path}`: {inner}") };
-            SpecError::Parse { origin: origin.to_owned(), message }
-        })?;
-        Ok(spec)
+        let parsed = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text));
+        parsed.map_err(|e| path_error(origin, e))
     }
 
     /// Fills in what may be left out (id, tenant) and checks what serde
@@ -361,6 +337,13 @@ impl TaskSpec {
     pub fn task_id(&self) -> TaskId {
         self.id.clone().unwrap_or_else(TaskId::generate)
     }
+}
+
+fn path_error<E: std::fmt::Display>(origin: &str, e: serde_path_to_error::Error<E>) -> SpecError {
+    let path = e.path().to_string();
+    let inner = e.into_inner().to_string();
+    let message = if path == "." { inner } else { format!("`{path}`: {inner}") };
+    SpecError::Parse { origin: origin.to_owned(), message }
 }
 
 fn check_label_key(k: &str) -> Result<(), SpecError> {
