@@ -46,7 +46,7 @@ fn check_and_test_the_shipped_set() {
     assert!(embedded.starts_with("ok: policy set "), "{embedded}");
     let (code, out, _) = warden(&["policy", "test"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("9 passed, 0 failed"), "{out}");
+    assert!(out.contains("10 passed, 0 failed"), "{out}");
     let (_d, pol, rules) = policy_copy();
     let (code, on_disk, _) =
         warden(&["policy", "check", "--policies", pol.to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
@@ -79,7 +79,7 @@ fn a_failing_policy_test_fails_the_command() {
     let (code, out, _) =
         warden(&["policy", "test", "--policies", pol.to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAIL  wishful") && out.contains("9 passed, 1 failed"), "{out}");
+    assert!(out.contains("FAIL  wishful") && out.contains("10 passed, 1 failed"), "{out}");
 }
 
 #[test]
@@ -111,11 +111,12 @@ fn run_refuses_what_policy_forbids_or_cannot_place_here() {
     let run = sb.run(&["--origin", "untrusted", "--network", "loopback"], &["true"]);
     assert_eq!(run.code, 125, "{run:?}");
     assert!(run.stderr.contains("refused by policy") && run.stderr.contains("untrusted-gets-no-network"), "{run:?}");
-    // External code asking for the process tier is raised to a container,
-    // which this build cannot run: refused, never silently lowered.
+    // External code may not run at the process tier, and this node offers
+    // no container: refused, never silently placed where policy forbids.
     let run = sb.run(&["--origin", "external", "--tier", "process"], &["true"]);
     assert_eq!(run.code, 125, "{run:?}");
-    assert!(run.stderr.contains("container tier"), "{run:?}");
+    assert!(run.stderr.contains("outside-code-not-in-process-tier"), "{run:?}");
+    assert!(run.stderr.contains("container (runc): not available on this node"), "{run:?}");
 }
 
 #[test]

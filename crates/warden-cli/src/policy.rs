@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use warden_core::TaskSpec;
-use warden_policy::{CorpusTask, Defaults, PolicySnapshot, Signals, Sources, decide, diff, signals};
+use warden_policy::{Available, CorpusTask, Defaults, PolicySnapshot, Signals, Sources, decide, diff, signals};
 
 /// Where the policy set comes from. Without these, the set built into
 /// warden (the repository's `policies/` and `rules/`) is used.
@@ -124,7 +124,8 @@ pub struct EvalArgs {
     /// The task (YAML or JSON).
     #[arg(long)]
     spec: PathBuf,
-    /// Signals (YAML or JSON) instead of the ones measured on this node.
+    /// Signals (YAML or JSON) instead of the ones measured on this node
+    /// (which assume a node offering every tier).
     #[arg(long)]
     signals: Option<PathBuf>,
     /// Print the decision as JSON.
@@ -149,8 +150,17 @@ pub fn read_spec(path: &Path) -> Result<TaskSpec> {
 /// The signals of `task` on this node now: its risk, the node's load, the
 /// default price table.
 pub fn live_signals(task: &TaskSpec) -> Signals {
-    Signals { risk: signals::risk(task, &BTreeMap::new(), 0), load: signals::collect_load(), cost: Default::default() }
+    Signals {
+        risk: signals::risk(task, &BTreeMap::new(), 0),
+        load: signals::collect_load(),
+        cost: Default::default(),
+        available: AVAILABLE_HERE.clone(),
+    }
 }
+
+/// What this build of warden can run on a node.
+pub static AVAILABLE_HERE: std::sync::LazyLock<Available> =
+    std::sync::LazyLock::new(|| Available::only(&["process/native"]));
 
 fn read_signals(path: &Path) -> Result<Signals> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read signals {}", path.display()))?;
@@ -204,9 +214,11 @@ pub fn run(cmd: PolicyCommand) -> Result<i32> {
             if task.id.is_none() {
                 task.id = Some(warden_core::TaskId::generate());
             }
+            // A dry run shows where policy would place the task on a node
+            // offering every tier; `available` in --signals narrows it.
             let signals = match &a.signals {
                 Some(p) => read_signals(p)?,
-                None => live_signals(&task),
+                None => Signals { available: Available::default(), ..live_signals(&task) },
             };
             let d = decide(&snap, &task, &signals, Defaults::default());
             if a.json {

@@ -28,6 +28,8 @@ pub enum Judgement {
     },
     /// Weaker than the tier the task asked for.
     BelowRequestedTier,
+    /// This node does not offer that tier and runtime.
+    Unavailable,
     /// Not evaluated: an earlier candidate won.
     NotTried,
 }
@@ -124,6 +126,7 @@ impl Decision {
                     format!("refused because {} failed to evaluate: {message}", policies.join(", "))
                 }
                 Judgement::BelowRequestedTier => "skipped: weaker than the requested tier".into(),
+                Judgement::Unavailable => "skipped: not available on this node".into(),
                 Judgement::NotTried => "not tried".into(),
             };
             push(&mut out, format!("  candidate {what}: {verdict}"));
@@ -212,6 +215,10 @@ pub fn decide(snapshot: &PolicySnapshot, task: &TaskSpec, signals: &Signals, def
             considered.push(Considered { candidate: c, judgement: Judgement::BelowRequestedTier });
             continue;
         }
+        if !signals.available.offers(c.tier, &c.runtime) {
+            considered.push(Considered { candidate: c, judgement: Judgement::Unavailable });
+            continue;
+        }
         let cpus = c.cpus_milli.unwrap_or(view.cpus_milli).min(view.cpus_milli);
         let memory = c.memory_bytes.unwrap_or(view.memory_bytes).min(view.memory_bytes);
         let pids = c.pids.unwrap_or(view.pids).min(view.pids);
@@ -273,6 +280,7 @@ pub fn decide(snapshot: &PolicySnapshot, task: &TaskSpec, signals: &Signals, def
                             format!("{what}: {} failed to evaluate", policies.join(", "))
                         }
                         Judgement::BelowRequestedTier => format!("{what}: weaker than the requested tier"),
+                        Judgement::Unavailable => format!("{what}: not available on this node"),
                         _ => format!("{what}: not permitted"),
                     }
                 })

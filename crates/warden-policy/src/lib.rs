@@ -25,5 +25,5 @@ pub use decide::{Considered, Decision, Defaults, Judgement, Outcome, Placement, 
 pub use diff::{CorpusTask, DiffReport, Move, diff, outcome_label};
 pub use error::{Error, Location};
 pub use reload::{PolicyEvent, PolicyStore, PolicyWatcher, VersionRecord, watch};
-pub use signals::Signals;
+pub use signals::{Available, Signals};
 pub use snapshot::{Expect, MAX_FILE_BYTES, PolicySnapshot, PolicyTest, Sources, TestOutcome};

@@ -15,6 +15,34 @@ pub struct Signals {
     pub risk: RiskSignals,
     pub load: LoadSignals,
     pub cost: CostSignals,
+    /// The placements this node can run, as `tier/runtime`; candidates
+    /// outside it are passed over. Every placement when not given.
+    pub available: Available,
+}
+
+/// The `tier/runtime` pairs a node offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Available(pub Vec<String>);
+
+impl Default for Available {
+    fn default() -> Self {
+        Available(
+            ["process/native", "container/runc", "container/runsc", "pod/gvisor", "pod/kata"]
+                .map(String::from)
+                .to_vec(),
+        )
+    }
+}
+
+impl Available {
+    pub fn only(pairs: &[&str]) -> Self {
+        Available(pairs.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    pub fn offers(&self, tier: Tier, runtime: &str) -> bool {
+        self.0.iter().any(|p| p.split_once('/') == Some((tier.as_str(), runtime)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
