@@ -66,8 +66,20 @@ pub trait Backend {
 }
 
 /// The last word before a task starts: `Ok` with limit changes, or why not.
-pub trait Gate: FnOnce() -> Result<LimitUpdate> + Send {}
-impl<F: FnOnce() -> Result<LimitUpdate> + Send> Gate for F {}
+pub trait Gate: Send {
+    /// The workload's processes exist and are being set up: a gate that
+    /// decides something can start deciding now.
+    fn opened(&mut self) {}
+
+    /// The workload is ready; its task starts only if this returns `Ok`.
+    fn pass(self) -> Result<LimitUpdate>;
+}
+
+impl<F: FnOnce() -> Result<LimitUpdate> + Send> Gate for F {
+    fn pass(self) -> Result<LimitUpdate> {
+        self()
+    }
+}
 
 /// A gate that lets every task start as requested.
 pub fn open_gate() -> impl Gate {

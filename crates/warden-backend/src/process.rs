@@ -180,7 +180,9 @@ impl Backend for ProcessBackend {
         let limits = CgroupLimits { cpus: req.limits.cpus, memory: req.limits.memory, pids: req.limits.pids };
         let mut cgroup = None;
         let mut effective = limits;
+        let mut gate = gate;
         let spawned = Sandbox::spawn(&self.config.sandbox, &spec, &self.filter, |pid| {
+            gate.opened();
             let cg = self.hierarchy.create(req.id.as_str(), &limits).map_err(|e| match e {
                 cgroup::Error::Create { ref source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
                     BackendError::Duplicate { id: req.id.to_string() }
@@ -190,7 +192,7 @@ impl Backend for ProcessBackend {
             let attached = cg.attach(pid);
             cgroup = Some(cg);
             attached?;
-            let update = gate()?;
+            let update = gate.pass()?;
             if update != LimitUpdate::default()
                 && let Some(cg) = &cgroup
             {

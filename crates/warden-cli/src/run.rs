@@ -8,7 +8,7 @@ use clap::Args;
 use std::sync::{Arc, Mutex};
 
 use warden_backend::{
-    BackendError, DEFAULT_KILL_GRACE, Interrupts, LaunchRequest, ProcessBackend, ProcessBackendConfig, open_gate,
+    BackendError, DEFAULT_KILL_GRACE, Gate, Interrupts, LaunchRequest, ProcessBackend, ProcessBackendConfig, open_gate,
     supervise,
 };
 use warden_core::{
@@ -176,8 +176,10 @@ fn build_spec(args: &RunArgs) -> Result<TaskSpec> {
 fn place(policy: &PolicySource, spec: &TaskSpec, explain: bool, cache: &Path) -> Result<(Placement, Decision)> {
     let snapshot =
         PolicySnapshot::load_for_decisions(policy.sources()?, Some(cache)).context("cannot load the policy set")?;
+    tracing::trace!(version = %snapshot.version, "policy set loaded");
     let signals = crate::policy::live_signals(spec);
     let decision = decide(&snapshot, spec, &signals, Defaults::default());
+    tracing::trace!("decided");
     if explain {
         for line in decision.explain().lines() {
             eprintln!("warden: {line}");
@@ -261,11 +263,59 @@ pub async fn run(args: RunArgs, state_dir: &Path) -> i32 {
     result.exit_code
 }
 
+/// Decides on a thread that starts once the sandbox's processes exist (a
+/// thread faulting in pages while the sandbox is cloned would slow the
+/// clone), and holds the task until the decision permits it.
+struct DecisionGate {
+    policy: PolicySource,
+    spec: TaskSpec,
+    explain: bool,
+    cache: PathBuf,
+    requested: Limits,
+    decided: Arc<Mutex<Option<Placement>>>,
+    thread: Option<std::thread::JoinHandle<Result<Placement>>>,
+}
+
+impl DecisionGate {
+    fn start(&mut self) {
+        if self.thread.is_none() {
+            let (policy, spec, explain, cache) =
+                (self.policy.clone(), self.spec.clone(), self.explain, self.cache.clone());
+            self.thread = Some(std::thread::spawn(move || place(&policy, &spec, explain, &cache).map(|(p, _)| p)));
+        }
+    }
+}
+
+impl Gate for DecisionGate {
+    fn opened(&mut self) {
+        self.start();
+    }
+
+    fn pass(mut self) -> Result<LimitUpdate, BackendError> {
+        self.start();
+        let placement = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .ok_or_else(|| BackendError::Refused("the policy decision was lost".into()))?
+            .map_err(|e| BackendError::Refused(format!("{e:#}")))?;
+        let limits = tightened(self.requested, &placement);
+        let network = placement.network;
+        if let Ok(mut s) = self.decided.lock() {
+            *s = Some(placement);
+        }
+        if network != self.requested.network {
+            return Err(BackendError::Superseded("policy chose another network".into()));
+        }
+        Ok(LimitUpdate { cpus: Some(limits.cpus), memory: Some(limits.memory), pids: Some(limits.pids) })
+    }
+}
+
 /// Runs the task. The policy decision (loading a policy set costs a few
-/// milliseconds in a fresh process) runs on a thread while the sandbox is
-/// being built; the task starts only once the decision permits it, under
-/// the limits the decision set. A decision that needs a different sandbox
-/// (another network) launches again, sequentially.
+/// milliseconds in a fresh process) runs while the sandbox is being built;
+/// the task starts only once the decision permits it, under the limits the
+/// decision set. A decision that needs a different sandbox (another
+/// network) launches again, sequentially.
 async fn execute(args: &RunArgs, spec: &TaskSpec, state_dir: &Path) -> Result<RunResult> {
     let config = ProcessBackendConfig { state_dir: state_dir.to_owned(), ..Default::default() };
     let requested = config.defaults.resolve(spec);
@@ -273,28 +323,15 @@ async fn execute(args: &RunArgs, spec: &TaskSpec, state_dir: &Path) -> Result<Ru
     let stdin_null = std::io::stdin().is_terminal();
     let mut interrupts = Interrupts::from_os().context("cannot install signal handlers")?;
 
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (policy, task, explain) = (args.policy.clone(), spec.clone(), args.explain);
-    let cache = state_dir.join("cache");
-    std::thread::spawn(move || {
-        let _ = tx.send(place(&policy, &task, explain, &cache).map(|(p, _)| p));
-    });
     let decided: Arc<Mutex<Option<Placement>>> = Arc::default();
-    let slot = decided.clone();
-    let gate = move || {
-        let placement = rx
-            .recv()
-            .map_err(|_| BackendError::Refused("the policy decision was lost".into()))?
-            .map_err(|e| BackendError::Refused(format!("{e:#}")))?;
-        let limits = tightened(requested, &placement);
-        let network = placement.network;
-        if let Ok(mut s) = slot.lock() {
-            *s = Some(placement);
-        }
-        if network != requested.network {
-            return Err(BackendError::Superseded("policy chose another network".into()));
-        }
-        Ok(LimitUpdate { cpus: Some(limits.cpus), memory: Some(limits.memory), pids: Some(limits.pids) })
+    let gate = DecisionGate {
+        policy: args.policy.clone(),
+        spec: spec.clone(),
+        explain: args.explain,
+        cache: state_dir.join("cache"),
+        requested,
+        decided: decided.clone(),
+        thread: None,
     };
     let req = LaunchRequest { id: spec.task_id(), spec: spec.clone(), limits: requested, stdin_null };
     let result = supervise(&backend, &req, gate, &mut interrupts, DEFAULT_KILL_GRACE).await;
