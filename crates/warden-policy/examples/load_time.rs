@@ -7,35 +7,31 @@ use std::time::Instant;
 fn main() {
     let s = warden_policy::Sources::embedded();
     let json = std::env::args().nth(1).as_deref() == Some("json");
-    let schema_json = if json {
-        let (frag, _) = cedar_policy::SchemaFragment::from_cedarschema_str(&s.schema.text).expect("schema");
-        Some(frag.to_json_string().expect("json"))
-    } else {
-        None
-    };
-    let t = Instant::now();
-    let schema = match &schema_json {
-        Some(j) => cedar_policy::Schema::from_json_str(j).expect("schema"),
-        None => cedar_policy::Schema::from_cedarschema_str(&s.schema.text).expect("schema").0,
-    };
-    let t1 = t.elapsed();
     let mut text = String::new();
     for p in &s.policies {
         text.push_str(&p.text);
     }
-    let set: cedar_policy::PolicySet = text.parse().expect("policies");
-    let t2 = t.elapsed();
-    let v = cedar_policy::Validator::new(schema).validate(&set, cedar_policy::ValidationMode::Strict);
-    let t3 = t.elapsed();
+    let est = if json {
+        let set: cedar_policy::PolicySet = text.parse().expect("policies");
+        Some(set.to_json().expect("est"))
+    } else {
+        None
+    };
+    let t = Instant::now();
+    let set: cedar_policy::PolicySet = match est {
+        Some(v) => cedar_policy::PolicySet::from_json_value(v).expect("est"),
+        None => text.parse().expect("policies"),
+    };
+    let t1 = t.elapsed();
     let e = warden_policy::rules::engine();
-    let t4 = t.elapsed();
+    let t2 = t.elapsed();
+    let _r = warden_policy::rules::compile(&e, "p", &s.rules[0].text).expect("compiles");
+    let t3 = t.elapsed();
     println!(
-        "schema {t1:?} ({}), policies {:?}, validate {:?} ({}), rhai engine {:?}",
-        if json { "json" } else { "cedar" },
+        "policies {t1:?} ({}, {} policies), rhai engine {:?}, rhai compile {:?}",
+        if json { "json" } else { "text" },
+        set.policies().count(),
         t2 - t1,
-        t3 - t2,
-        v.validation_passed(),
-        t4 - t3
+        t3 - t2
     );
-    drop(e);
 }
