@@ -7,7 +7,7 @@ with a comparable sandbox. The commands run interleaved, round after round,
 so that drift of this shared machine hits all of them alike; each round's
 order is shuffled. Reports medians, p90 and the ratios to warden.
 
-    sudo benches/launch.py [--rounds 300] [--warden target/release/warden] [--json out.json]
+    sudo crates/warden-cli/benches/launch.py [--rounds 300] [--warden target/release/warden] [--json out.json]
 """
 
 import argparse
@@ -46,7 +46,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--warden", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "warden"))
+    ap.add_argument("--warden", default=os.path.join(os.path.dirname(__file__), "..", "..", "..", "target", "release", "warden"))
     ap.add_argument("--json")
     args = ap.parse_args()
 
