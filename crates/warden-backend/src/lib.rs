@@ -16,7 +16,6 @@ pub use error::{BackendError, Result};
 pub use process::{ProcessBackend, ProcessBackendConfig, ProcessWorkload};
 pub use supervise::{Interrupts, supervise};
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use warden_core::{LimitUpdate, Limits, Stats, TaskId, TaskSpec, Tier, Usage};
@@ -110,9 +109,6 @@ pub trait Workload {
     /// Collects the exit and usage and removes everything the workload
     /// held (cgroups, temporary workspace). Call after `wait`.
     async fn finish(self) -> Result<Finished>;
-
-    /// Where its workspace is on the host.
-    fn workspace(&self) -> Option<PathBuf>;
 
     /// The limits it started under.
     fn limits(&self) -> Limits;

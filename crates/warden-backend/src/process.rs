@@ -92,14 +92,6 @@ impl ProcessBackend {
         Ok(ProcessBackend { config, hierarchy, filter })
     }
 
-    pub fn config(&self) -> &ProcessBackendConfig {
-        &self.config
-    }
-
-    pub fn hierarchy(&self) -> &Hierarchy {
-        &self.hierarchy
-    }
-
     /// Makes `<state>/workspaces/<id>`, mode 0700, owned by the task's
     /// host id. The state directory is made root-only once.
     fn temp_workspace(&self, id: &TaskId) -> Result<PathBuf> {
@@ -230,7 +222,6 @@ impl Backend for ProcessBackend {
             cgroup: cg,
             exited,
             temp_workspace: temp_ws,
-            workspace,
             started,
             network: req.limits.network,
             tmp: req.limits.tmp,
@@ -255,7 +246,6 @@ pub struct ProcessWorkload {
     cgroup: Cgroup,
     exited: AsyncFd<OwnedFd>,
     temp_workspace: Option<PathBuf>,
-    workspace: PathBuf,
     started: Instant,
     network: warden_core::Network,
     tmp: Bytes,
@@ -264,11 +254,6 @@ pub struct ProcessWorkload {
 }
 
 impl ProcessWorkload {
-    /// The cgroup, for callers that sample it directly.
-    pub fn cgroup(&self) -> &Cgroup {
-        &self.cgroup
-    }
-
     /// init's pid on the host.
     pub fn pid(&self) -> Option<i32> {
         self.sandbox.as_ref().map(Sandbox::pid)
@@ -388,10 +373,6 @@ impl Workload for ProcessWorkload {
                 oom_kills: stats.oom_kills,
             },
         })
-    }
-
-    fn workspace(&self) -> Option<PathBuf> {
-        Some(self.workspace.clone())
     }
 
     fn limits(&self) -> Limits {

@@ -39,13 +39,6 @@ impl Interrupts {
         }
         Ok(Interrupts { rx, _tx: tx })
     }
-
-    /// A source that never fires, plus a sender to inject signals (tests,
-    /// the server's cancel).
-    pub fn channel() -> (mpsc::UnboundedSender<i32>, Self) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (tx.clone(), Interrupts { rx, _tx: tx })
-    }
 }
 
 /// Launches `req` on `backend` and supervises it to its end. Never fails:
