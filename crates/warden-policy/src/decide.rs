@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use warden_core::{Bytes, MilliCpu, Network, TaskSpec, Tier};
 
-use crate::cedar::{self, Verdict};
+use crate::cedar::{self, RequestContext, Verdict};
 use crate::rules::{self, Candidate, TaskView, ViewDefaults};
 use crate::signals::Signals;
 use crate::snapshot::PolicySnapshot;
@@ -205,7 +205,6 @@ pub fn decide(snapshot: &PolicySnapshot, task: &TaskSpec, signals: &Signals, def
     let mut considered: Vec<Considered> = Vec::with_capacity(proposed.len());
     let mut winner: Option<Placement> = None;
     let labels: Vec<String> = task.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let task_id = view.id.clone();
     for c in proposed {
         if winner.is_some() {
             considered.push(Considered { candidate: c, judgement: Judgement::NotTried });
@@ -223,24 +222,24 @@ pub fn decide(snapshot: &PolicySnapshot, task: &TaskSpec, signals: &Signals, def
         let memory = c.memory_bytes.unwrap_or(view.memory_bytes).min(view.memory_bytes);
         let pids = c.pids.unwrap_or(view.pids).min(view.pids);
         let network = c.network.unwrap_or(task.network);
-        let context = serde_json::json!({
-            "tier": c.tier.as_str(),
-            "runtime": c.runtime,
-            "cpus_milli": cpus,
-            "memory_mib": memory / (1 << 20),
-            "pids": pids,
-            "network": if network == Network::None { "none" } else { "loopback" },
-            "rule": c.rule,
-            "requested_tier": view.requested_tier,
-            "origin": view.origin,
-            "data_class": view.data_class,
-            "tenant_class": signals.risk.tenant_class,
-            "restartable": task.restartable,
-            "labels": labels,
-            "load": signals.load,
-            "budget_left": signals.cost.budget_left,
-        });
-        let judgement = match cedar::authorize(&snapshot.policies, &task.tenant, &task_id, context) {
+        let context = RequestContext {
+            tier: c.tier.as_str(),
+            runtime: &c.runtime,
+            cpus_milli: cpus,
+            memory_mib: memory / (1 << 20),
+            pids,
+            network: if network == Network::None { "none" } else { "loopback" },
+            rule: &c.rule,
+            requested_tier: &view.requested_tier,
+            origin: &view.origin,
+            data_class: &view.data_class,
+            tenant_class: &signals.risk.tenant_class,
+            restartable: task.restartable,
+            labels: &labels,
+            load: &signals.load,
+            budget_left: signals.cost.budget_left,
+        };
+        let judgement = match cedar::authorize(&snapshot.policies, &task.tenant, &view.id, &context) {
             Verdict::Permit { by } => {
                 winner = Some(Placement {
                     tier: c.tier,

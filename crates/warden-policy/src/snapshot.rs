@@ -153,7 +153,7 @@ pub struct PolicySnapshot {
     pub rules: Vec<RuleFile>,
     pub tests: Vec<PolicyTest>,
     pub sources: Sources,
-    pub(crate) engine: rhai::Engine,
+    pub engine: rhai::Engine,
 }
 
 impl std::fmt::Debug for PolicySnapshot {
