@@ -60,10 +60,19 @@ const CLONE_NS_FLAGS: u32 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWCGROUP
     | 0x80) as u32; // CLONE_NEWTIME
 
-/// Refused outright with EPERM.
-fn denied() -> Vec<i64> {
-    use libc::*;
-    let mut v = vec![
+/// The `personality` values Docker allows (the last one queries).
+const PERSONALITIES: [u32; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
+
+/// Names a syscall constant of libc by its syscall name.
+macro_rules! named {
+    ($($sys:ident),* $(,)?) => {
+        [$((stringify!($sys).trim_start_matches("SYS_"), libc::$sys)),*]
+    };
+}
+
+/// Refused outright with EPERM: (name, number).
+fn denied() -> Vec<(&'static str, i64)> {
+    let mut v = named![
         SYS_acct,
         SYS_add_key,
         SYS_bpf,
@@ -114,9 +123,10 @@ fn denied() -> Vec<i64> {
         SYS_unshare,
         SYS_userfaultfd,
         SYS_vhangup,
-    ];
+    ]
+    .to_vec();
     #[cfg(target_arch = "x86_64")]
-    v.extend([
+    v.extend(named![
         SYS_adjtimex,
         SYS_ioperm,
         SYS_iopl,
@@ -128,10 +138,10 @@ fn denied() -> Vec<i64> {
         SYS_tuxcall,
         SYS_security,
         SYS_vserver,
-        174, // create_module (gone from libc's tables)
-        177, // get_kernel_syms
-        178, // query_module
     ]);
+    // Gone from libc's tables.
+    #[cfg(target_arch = "x86_64")]
+    v.extend([("create_module", 174), ("get_kernel_syms", 177), ("query_module", 178)]);
     v
 }
 
@@ -207,7 +217,7 @@ impl Filter {
         #[cfg(target_arch = "x86_64")]
         a.jump(BPF_JGE_K, 0x4000_0000, Eperm, Next); // the x32 ABI
         a.jump(BPF_JGT_K, MAX_KNOWN_NR, Enosys, Next);
-        for nr in denied() {
+        for (_, nr) in denied() {
             a.jump(BPF_JEQ_K, nr as u32, Eperm, Next);
         }
         // clone3 passes its flags in memory a filter cannot read: answer
@@ -247,10 +257,11 @@ impl Filter {
         // personality(persona): only the values Docker allows.
         a.jump(BPF_JEQ_K, libc::SYS_personality as u32, Next, Skip(6));
         a.load(off_arg_lo(0));
-        for ok in [0x0, 0x8, 0x20000, 0x20008] {
-            a.jump(BPF_JEQ_K, ok, Allow, Next);
+        let (last, rest) = PERSONALITIES.split_last().unwrap_or((&0, &[]));
+        for ok in rest {
+            a.jump(BPF_JEQ_K, *ok, Allow, Next);
         }
-        a.jump(BPF_JEQ_K, 0xffff_ffff, Allow, Eperm);
+        a.jump(BPF_JEQ_K, *last, Allow, Eperm);
 
         Ok(Filter { prog: a.finish()? })
     }
@@ -284,8 +295,88 @@ impl Filter {
     }
 }
 
+/// The same rules as [`Filter::sandbox_default`], as an OCI seccomp
+/// profile in Docker's JSON form, for the container tier (engines' own
+/// default profiles differ by version, and some allow `io_uring` or vsock).
+///
+/// Docker's format cannot say "every number above N", so syscalls newer
+/// than this build are not refused here as they are in the process tier;
+/// nor can it say "arch is not x86_64" other than by listing the
+/// architectures allowed, which it does.
+pub fn oci_profile() -> serde_json::Value {
+    use serde_json::json;
+    let errno = |names: &[&str], errno: i32, args: serde_json::Value| {
+        json!({ "names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": errno, "args": args })
+    };
+    let masked = |index: u32, mask: u64, value: u64| {
+        json!({ "index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ" })
+    };
+    let names: Vec<&str> = denied().iter().map(|(n, _)| *n).collect();
+    let mut rules = vec![errno(&names, libc::EPERM, json!([])), errno(&["clone3"], libc::ENOSYS, json!([]))];
+    // clone: one rule per namespace flag (rules are or-ed).
+    for bit in (0..32).map(|b| 1u64 << b).filter(|b| u64::from(CLONE_NS_FLAGS) & b != 0) {
+        rules.push(errno(&["clone"], libc::EPERM, json!([masked(0, bit, bit)])));
+    }
+    // socket: vsock and packet sockets; raw and packet types of IP.
+    for domain in [libc::AF_VSOCK, libc::AF_PACKET] {
+        rules.push(errno(&["socket"], libc::EPERM, json!([masked(0, 0xffff_ffff, domain as u64)])));
+    }
+    for domain in [libc::AF_INET, libc::AF_INET6] {
+        for kind in [libc::SOCK_RAW as u64, u64::from(SOCK_PACKET)] {
+            rules.push(errno(
+                &["socket"],
+                libc::EPERM,
+                json!([masked(0, 0xffff_ffff, domain as u64), masked(1, 0xf, kind)]),
+            ));
+        }
+    }
+    for request in [libc::TIOCSTI, libc::TIOCLINUX] {
+        rules.push(errno(&["ioctl"], libc::EPERM, json!([masked(1, 0xffff_ffff, request as u64)])));
+    }
+    // personality: the format has no "none of these values" (libseccomp
+    // refuses a second comparison of one argument, and a refusal beats an
+    // allowance), so refuse every bit the allowed values do not use, and
+    // anything above 32 bits. That allows exactly the allowed values but
+    // the query 0xffffffff, which gets EPERM: stricter than the filter.
+    let allowed_bits = PERSONALITIES.iter().filter(|v| **v != u32::MAX).fold(0, |acc, v| acc | v);
+    for bit in (0..32).map(|b| 1u64 << b).filter(|b| u64::from(allowed_bits) & b == 0) {
+        rules.push(errno(&["personality"], libc::EPERM, json!([masked(0, bit, bit)])));
+    }
+    rules.push(errno(
+        &["personality"],
+        libc::EPERM,
+        json!([{ "index": 0, "value": u64::from(u32::MAX), "op": "SCMP_CMP_GT" }]),
+    ));
+    #[cfg(target_arch = "x86_64")]
+    let arch = "SCMP_ARCH_X86_64";
+    #[cfg(target_arch = "aarch64")]
+    let arch = "SCMP_ARCH_AARCH64";
+    json!({ "defaultAction": "SCMP_ACT_ALLOW", "architectures": [arch], "syscalls": rules })
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_oci_profile_refuses_what_the_filter_refuses() {
+        let p = oci_profile();
+        if let Ok(path) = std::env::var("WARDEN_DUMP_PROFILE") {
+            std::fs::write(path, p.to_string()).unwrap();
+        }
+        assert_eq!(p["defaultAction"], "SCMP_ACT_ALLOW");
+        let rules = p["syscalls"].as_array().unwrap();
+        let names: Vec<&str> = rules[0]["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        for must in ["mount", "bpf", "io_uring_setup", "keyctl", "unshare", "setns", "perf_event_open"] {
+            assert!(names.contains(&must), "{must} missing");
+        }
+        assert_eq!(names.len(), denied().len());
+        let count = |name: &str| rules.iter().filter(|r| r["names"][0] == name).count();
+        assert_eq!(count("clone"), CLONE_NS_FLAGS.count_ones() as usize);
+        assert_eq!(count("socket"), 6);
+        assert_eq!(count("ioctl"), 2);
+        assert_eq!(count("personality"), 31);
+    }
+
     use super::*;
 
     /// Runs the program over a fake `seccomp_data`, as the kernel would.

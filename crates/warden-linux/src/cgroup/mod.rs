@@ -154,9 +154,15 @@ impl Hierarchy {
 
     /// Opens an existing cgroup `warden/<name>` (to adopt a running task).
     pub fn open(&self, name: &str) -> Result<Cgroup> {
+        self.open_at(&Path::new(PARENT).join(name))
+    }
+
+    /// Opens an existing cgroup at `rel` below the hierarchy's root, such
+    /// as a container's `docker/<id>`.
+    pub fn open_at(&self, rel: &Path) -> Result<Cgroup> {
         let cg = match self {
-            Hierarchy::V1(m) => Cgroup::V1(v1::Cgroup::paths(m, name)),
-            Hierarchy::V2 { root } => Cgroup::V2(v2::Cgroup::paths(root, name)),
+            Hierarchy::V1(m) => Cgroup::V1(v1::Cgroup::paths(m, rel)),
+            Hierarchy::V2 { root } => Cgroup::V2(v2::Cgroup::paths(root, rel)),
         };
         let probe = cg.procs_file();
         if !probe.exists() {

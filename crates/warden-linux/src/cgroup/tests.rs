@@ -47,7 +47,7 @@ fn detects_comounted_cpu_cpuacct_and_pure_v2() {
         panic!("expected v1");
     };
     assert_eq!(m.cpu, m.cpuacct);
-    let cg = v1::Cgroup::paths(&m, "t");
+    let cg = v1::Cgroup::paths(&m, std::path::Path::new("warden/t"));
     assert_eq!(cg.dirs().len(), 4, "co-mounted controllers share a directory");
 
     let v2 = "24 1 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";

@@ -95,17 +95,18 @@ fn mount(m: &Option<PathBuf>) -> PathBuf {
 }
 
 impl Cgroup {
-    pub fn paths(m: &Mounts, name: &str) -> Self {
-        let at = |root: &Option<PathBuf>| mount(root).join(PARENT).join(name);
+    /// The directories of the cgroup at `rel` below each mount.
+    pub fn paths(m: &Mounts, rel: &Path) -> Self {
+        let at = |root: &Option<PathBuf>| mount(root).join(rel);
         let extra = match &m.unified {
-            Some(u) => Extra::Unified(u.join(PARENT).join(name)),
+            Some(u) => Extra::Unified(u.join(rel)),
             None => Extra::V1 { cpuacct: at(&m.cpuacct), freezer: at(&m.freezer) },
         };
         Cgroup { cpu: at(&m.cpu), memory: at(&m.memory), pids: at(&m.pids), extra }
     }
 
     pub fn create(m: &Mounts, name: &str) -> Result<Self> {
-        let cg = Self::paths(m, name);
+        let cg = Self::paths(m, &Path::new(PARENT).join(name));
         let mut made: Vec<PathBuf> = Vec::new();
         for dir in cg.dirs() {
             let step = dir.parent().map_or(Ok(()), files::mkdir).and_then(|()| files::mkdir_new(&dir));

@@ -39,12 +39,13 @@ pub fn set_frozen(dir: &Path, frozen: bool) -> Result<()> {
 }
 
 impl Cgroup {
-    pub fn paths(root: &Path, name: &str) -> Self {
-        Cgroup { dir: root.join(PARENT).join(name) }
+    /// The cgroup at `rel` below the root.
+    pub fn paths(root: &Path, rel: &Path) -> Self {
+        Cgroup { dir: root.join(rel) }
     }
 
     pub fn create(root: &Path, name: &str) -> Result<Self> {
-        let cg = Self::paths(root, name);
+        let cg = Self::paths(root, &Path::new(PARENT).join(name));
         let parent = root.join(PARENT);
         delegate(root)?;
         files::mkdir(&parent)?;
