@@ -20,6 +20,70 @@ pub fn require_root() -> bool {
     false
 }
 
+/// The image the container-tier tests run (`tests/docker/build-image.sh`).
+pub const TEST_IMAGE: &str = "warden-test:latest";
+
+/// Whether container tests can run: root, a Docker engine and the test
+/// image. Skips or fails as [`require_root`] does.
+pub fn require_engine() -> bool {
+    if !require_root() {
+        return false;
+    }
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let out = Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", TEST_IMAGE]).output();
+        match out {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!("no test image: {}", String::from_utf8_lossy(&o.stderr).trim())),
+            Err(e) => Err(format!("no docker CLI: {e}")),
+        }
+    });
+    match ready {
+        Ok(()) => true,
+        Err(why) if std::env::var("WARDEN_REQUIRE_ALL").is_ok_and(|v| v == "1") => {
+            panic!(
+                "this test needs a Docker engine with {TEST_IMAGE} ({why}) and WARDEN_REQUIRE_ALL=1 forbids skipping it"
+            )
+        }
+        Err(why) => {
+            eprintln!("SKIPPED: needs a Docker engine with {TEST_IMAGE}: {why}");
+            false
+        }
+    }
+}
+
+/// A tier (and runtime) to run a test at, as `warden run` flags.
+#[derive(Debug)]
+pub struct At {
+    flags: Vec<String>,
+    pub container: bool,
+    pub runtime: &'static str,
+}
+
+impl At {
+    pub fn process() -> Option<At> {
+        require_root().then(|| At { flags: vec!["--tier=process".into()], container: false, runtime: "native" })
+    }
+
+    pub fn container(runtime: &'static str) -> Option<At> {
+        require_engine().then(|| At {
+            flags: vec!["--tier=container".into(), format!("--runtime={runtime}"), format!("--image={TEST_IMAGE}")],
+            container: true,
+            runtime,
+        })
+    }
+
+    pub fn flags(&self) -> Vec<&str> {
+        self.flags.iter().map(String::as_str).collect()
+    }
+
+    pub fn with<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v = self.flags();
+        v.extend_from_slice(extra);
+        v
+    }
+}
+
 pub fn warden_bin() -> &'static str {
     env!("CARGO_BIN_EXE_warden")
 }
@@ -150,6 +214,20 @@ pub fn assert_no_leftovers(id: &str, state: &Path) {
     }
     let ws = state.join("workspaces").join(id);
     assert!(!ws.exists(), "workspace {} was left behind", ws.display());
+    let containers = task_containers(id);
+    assert!(containers.is_empty(), "containers {containers:?} of task {id} were left behind");
+}
+
+/// The ids of containers labelled with task `id` (none without an engine).
+pub fn task_containers(id: &str) -> Vec<String> {
+    if !Path::new("/var/run/docker.sock").exists() {
+        return vec![];
+    }
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=io.warden.task={id}")])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
 }
 
 /// A host process to attack, killed on drop.

@@ -25,6 +25,15 @@ pub enum BackendError {
     Superseded(String),
     #[error("task `{id}` is already running on this node")]
     Duplicate { id: String },
+    #[error("image `{image}` is not on this node (warden never pulls: build or load it here)")]
+    ImageMissing { image: String },
+    #[error("the Docker engine at {} failed to {what}: {detail}", socket.display())]
+    Engine { what: String, socket: std::path::PathBuf, detail: String },
+    /// The workload's fate is unknown (its engine went away).
+    #[error("lost track of the task: {0}")]
+    Lost(String),
+    #[error("the limits did not take: asked {asked}, the kernel enforces {got}")]
+    NotApplied { asked: String, got: String },
     #[error("failed to {what}: {source}")]
     Io { what: String, source: io::Error },
 }

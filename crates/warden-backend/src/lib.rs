@@ -8,10 +8,13 @@
 //! calls; `warden run` drives them through [`supervise`]. This crate decides
 //! nothing about *which* tier a task gets: that is the policy engine's job.
 
+pub mod container;
 mod error;
 pub mod process;
 mod supervise;
+pub mod workspace;
 
+pub use container::{ContainerBackend, ContainerBackendConfig, ContainerWorkload};
 pub use error::{BackendError, Result};
 pub use process::{ProcessBackend, ProcessBackendConfig, ProcessWorkload};
 pub use supervise::{Interrupts, supervise};
@@ -29,6 +32,9 @@ pub struct LaunchRequest {
     /// Give the task `/dev/null` as stdin (set when the caller's stdin is
     /// a terminal: no terminal is ever handed to a task).
     pub stdin_null: bool,
+    /// Which attempt at the task this is (1 for the first); containers
+    /// carry it as a label.
+    pub attempt: u32,
 }
 
 /// How a workload ended, as the backend saw it.
@@ -54,6 +60,9 @@ pub trait Backend {
     type Workload: Workload;
 
     fn tier(&self) -> Tier;
+
+    /// The runtime within the tier (`native` for the process tier).
+    fn runtime(&self) -> &str;
 
     /// Starts the task; returns once its command runs (or failed to).
     ///

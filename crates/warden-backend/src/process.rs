@@ -1,8 +1,7 @@
 //! The process tier: a task in warden's Linux sandbox under a cgroup.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +11,7 @@ use warden_linux::cgroup::{self, Cgroup, CgroupLimits, Hierarchy};
 use warden_linux::sandbox::{DEFAULT_PATH, Sandbox, SandboxConfig, SandboxSpec, TaskExit};
 use warden_linux::seccomp::Filter;
 
-use crate::{Backend, BackendError, Exit, Finished, Gate, LaunchRequest, Result, Workload};
+use crate::{Backend, BackendError, Exit, Finished, Gate, LaunchRequest, Result, Workload, workspace};
 
 /// Limits for what a task leaves unset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,40 +91,6 @@ impl ProcessBackend {
         Ok(ProcessBackend { config, hierarchy, filter })
     }
 
-    /// Makes `<state>/workspaces/<id>`, mode 0700, owned by the task's
-    /// host id. The state directory is made root-only once.
-    fn temp_workspace(&self, id: &TaskId) -> Result<PathBuf> {
-        use std::os::unix::fs::DirBuilderExt;
-        let parent = self.config.state_dir.join("workspaces");
-        let ws = parent.join(id.as_str());
-        let mut mkdir = std::fs::DirBuilder::new();
-        mkdir.mode(0o700);
-        if let Err(e) = mkdir.create(&ws) {
-            match e.kind() {
-                std::io::ErrorKind::AlreadyExists => return Err(BackendError::Duplicate { id: id.to_string() }),
-                std::io::ErrorKind::NotFound => {
-                    // First use of this state directory: only root may look in.
-                    mkdir
-                        .recursive(true)
-                        .create(&parent)
-                        .map_err(BackendError::io(format!("create {}", parent.display())))?;
-                    for dir in [&self.config.state_dir, &parent] {
-                        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                            .map_err(BackendError::io(format!("restrict {}", dir.display())))?;
-                    }
-                    mkdir.recursive(false).create(&ws).map_err(BackendError::io(format!("create {}", ws.display())))?;
-                }
-                _ => return Err(BackendError::io(format!("create {}", ws.display()))(e)),
-            }
-        }
-        let host = self.config.sandbox.host_task_id();
-        if let Err(e) = std::os::unix::fs::chown(&ws, Some(host), Some(host)) {
-            let _ = std::fs::remove_dir(&ws);
-            return Err(BackendError::io(format!("hand {} to the task", ws.display()))(e));
-        }
-        Ok(ws)
-    }
-
     fn env(req: &LaunchRequest) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = Vec::with_capacity(req.spec.env.len() + 2);
         if !req.spec.env.contains_key("PATH") {
@@ -146,14 +111,18 @@ impl Backend for ProcessBackend {
         Tier::Process
     }
 
+    fn runtime(&self) -> &str {
+        "native"
+    }
+
     async fn launch<G: Gate>(&self, req: &LaunchRequest, gate: G) -> Result<ProcessWorkload> {
         let started = Instant::now();
         if let Some(ws) = &req.spec.workspace {
-            check_workspace(ws, &self.config.state_dir)?;
+            workspace::check(ws, &self.config.state_dir)?;
         }
         let temp_ws = match &req.spec.workspace {
             Some(_) => None,
-            None => Some(self.temp_workspace(&req.id)?),
+            None => Some(workspace::make_temp(&self.config.state_dir, &req.id, self.config.sandbox.host_task_id())?),
         };
         let workspace = temp_ws.clone().or_else(|| req.spec.workspace.clone()).unwrap_or_default();
         tracing::trace!(task = %req.id, "workspace ready");
@@ -389,32 +358,4 @@ impl Drop for ProcessWorkload {
             self.remove_leftovers(true);
         }
     }
-}
-
-/// Refuses workspaces that would hand the task a part of the host system
-/// or warden's own state. `path` has passed the lexical checks of the spec.
-fn check_workspace(path: &Path, state_dir: &Path) -> Result<()> {
-    let refuse = |why: &str| {
-        Err(BackendError::Spawn(warden_linux::sandbox::SpawnError::Workspace {
-            path: path.to_owned(),
-            message: why.to_owned(),
-        }))
-    };
-    let abs = match std::path::absolute(path) {
-        Ok(p) => p,
-        Err(e) => return refuse(&e.to_string()),
-    };
-    let state = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
-    if abs.starts_with(&state) || abs.starts_with(state_dir) {
-        return refuse("is inside warden's state directory");
-    }
-    const SYSTEM_TREES: [&str; 13] = [
-        "/proc", "/sys", "/dev", "/boot", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/run",
-        "/var/run",
-    ];
-    const SYSTEM_DIRS: [&str; 5] = ["/", "/root", "/home", "/var", "/tmp"];
-    if SYSTEM_TREES.iter().any(|t| abs.starts_with(t)) || SYSTEM_DIRS.iter().any(|d| abs == Path::new(d)) {
-        return refuse("is a system directory; give a directory of the task's own");
-    }
-    Ok(())
 }

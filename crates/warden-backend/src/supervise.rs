@@ -99,7 +99,7 @@ pub async fn supervise<B: Backend>(
     result.exit_code = reason.exit_code();
     result.tier_history.push(Attempt {
         tier: backend.tier(),
-        runtime: None,
+        runtime: Some(backend.runtime().to_owned()),
         started_at,
         ended_at: result.finished_at,
         outcome: reason.name().to_owned(),

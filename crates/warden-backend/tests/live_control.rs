@@ -32,7 +32,7 @@ fn request(name: &str, cmd: &[&str]) -> (LaunchRequest, tempfile::TempDir) {
     let backend_cfg = ProcessBackendConfig::default();
     let mut limits = backend_cfg.defaults.resolve(&spec);
     limits.cpus = MilliCpu(1000);
-    (LaunchRequest { id: spec.task_id(), spec, limits, stdin_null: true }, state)
+    (LaunchRequest { id: spec.task_id(), spec, limits, stdin_null: true, attempt: 1 }, state)
 }
 
 fn backend(state: &tempfile::TempDir) -> ProcessBackend {

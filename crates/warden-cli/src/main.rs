@@ -2,6 +2,7 @@
 
 mod policy;
 mod run;
+mod tiers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,10 @@ struct Cli {
     #[arg(long, global = true, default_value = "/var/lib/warden", env = "WARDEN_STATE_DIR")]
     state_dir: PathBuf,
 
+    /// The Docker engine's socket (container tier).
+    #[arg(long, global = true, default_value = "/var/run/docker.sock", env = "WARDEN_DOCKER_SOCKET")]
+    docker_socket: PathBuf,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -48,6 +53,8 @@ enum Command {
     /// Check, test and dry-run policy sets.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Show which tiers and runtimes this node offers.
+    Tiers(tiers::TiersArgs),
 }
 
 fn init_logging(cli: &Cli) {
@@ -78,7 +85,8 @@ fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Run(args) => runtime.block_on(run::run(*args, &cli.state_dir)),
+        Command::Run(args) => runtime.block_on(run::run(*args, &cli.state_dir, &cli.docker_socket)),
+        Command::Tiers(args) => runtime.block_on(tiers::run(&args, &cli.docker_socket)),
         Command::Policy(cmd) => policy::run(cmd).unwrap_or_else(|e| {
             eprintln!("warden: error: {e:#}");
             exit_code::WARDEN_ERROR

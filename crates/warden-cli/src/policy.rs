@@ -158,9 +158,12 @@ pub fn live_signals(task: &TaskSpec) -> Signals {
     }
 }
 
-/// What this build of warden can run on a node.
+/// What this build of warden can run on a node, before asking the engine:
+/// a decision for a container is checked against the engine's runtimes
+/// before it is used (`run::place`), so that process-tier tasks never pay
+/// for asking.
 pub static AVAILABLE_HERE: std::sync::LazyLock<Available> =
-    std::sync::LazyLock::new(|| Available::only(&["process/native"]));
+    std::sync::LazyLock::new(|| Available::only(&["process/native", "container/runc", "container/runsc"]));
 
 fn read_signals(path: &Path) -> Result<Signals> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read signals {}", path.display()))?;

@@ -8,8 +8,8 @@ use clap::Args;
 use std::sync::{Arc, Mutex};
 
 use warden_backend::{
-    BackendError, DEFAULT_KILL_GRACE, Gate, Interrupts, LaunchRequest, ProcessBackend, ProcessBackendConfig, open_gate,
-    supervise,
+    BackendError, ContainerBackend, ContainerBackendConfig, DEFAULT_KILL_GRACE, Gate, Interrupts, LaunchRequest,
+    ProcessBackend, ProcessBackendConfig, open_gate, supervise,
 };
 use warden_core::{
     Bytes, ExitReason, HumanDuration, LimitUpdate, Limits, MilliCpu, Network, Origin, RunResult, TaskSpec, Tier,
@@ -28,6 +28,15 @@ pub struct RunArgs {
     /// Isolation tier; `auto` lets policy choose.
     #[arg(long, value_parser = parse_tier)]
     tier: Option<TierRequest>,
+
+    /// Runtime within the tier: `runc` or `runsc` (gVisor) for containers.
+    /// Policy may choose a stronger one, never a weaker one.
+    #[arg(long)]
+    runtime: Option<String>,
+
+    /// Image of the container (local only: warden never pulls).
+    #[arg(long)]
+    image: Option<String>,
 
     /// CPU limit, a count (`0.5`, `2`) or millicpus (`500m`).
     #[arg(long, value_parser = parse_unit::<MilliCpu>)]
@@ -142,6 +151,12 @@ fn build_spec(args: &RunArgs) -> Result<TaskSpec> {
     if let Some(t) = args.tier {
         spec.tier = t;
     }
+    if let Some(r) = &args.runtime {
+        spec.runtime = Some(r.clone());
+    }
+    if let Some(i) = &args.image {
+        spec.image = Some(i.clone());
+    }
     let r = &mut spec.resources;
     r.cpus = args.cpus.or(r.cpus);
     r.memory = args.memory.or(r.memory);
@@ -171,14 +186,31 @@ fn build_spec(args: &RunArgs) -> Result<TaskSpec> {
     Ok(spec.normalize()?)
 }
 
-/// Asks the policy set where the task runs. Only the process tier exists
-/// in this build: a decision for another tier is refused, never lowered.
-fn place(policy: &PolicySource, spec: &TaskSpec, explain: bool, cache: &Path) -> Result<(Placement, Decision)> {
+/// Asks the policy set where the task runs. A container placement is
+/// checked against the runtimes the engine offers; if it lacks the chosen
+/// one (or is down), the decision is made again with what it has. Blocks:
+/// call it off the async runtime.
+fn place(
+    policy: &PolicySource,
+    spec: &TaskSpec,
+    explain: bool,
+    cache: &Path,
+    socket: &Path,
+) -> Result<(Placement, Decision)> {
     let snapshot =
         PolicySnapshot::load_for_decisions(policy.sources()?, Some(cache)).context("cannot load the policy set")?;
     tracing::trace!(version = %snapshot.version, "policy set loaded");
-    let signals = crate::policy::live_signals(spec);
-    let decision = decide(&snapshot, spec, &signals, Defaults::default());
+    let mut signals = crate::policy::live_signals(spec);
+    let mut decision = decide(&snapshot, spec, &signals, Defaults::default());
+    if decision.placement().is_some_and(|p| p.tier == Tier::Container) {
+        let offered = container_runtimes(socket);
+        let mut available = vec!["process/native".to_owned()];
+        available.extend(offered.iter().map(|r| format!("container/{r}")));
+        if decision.placement().is_some_and(|p| !offered.contains(&p.runtime)) {
+            signals.available = warden_policy::Available(available);
+            decision = decide(&snapshot, spec, &signals, Defaults::default());
+        }
+    }
     tracing::trace!("decided");
     if explain {
         for line in decision.explain().lines() {
@@ -191,14 +223,30 @@ fn place(policy: &PolicySource, spec: &TaskSpec, explain: bool, cache: &Path) ->
             bail!("refused by policy {}: {}", decision.policy_version, reasons.join("; "))
         }
     };
-    if p.tier != Tier::Process {
-        bail!(
-            "policy placed the task on the {} tier ({}), which this build of warden cannot run yet",
-            p.tier,
-            p.runtime
-        );
+    if p.tier == Tier::Pod {
+        bail!("policy placed the task on the pod tier ({}), which this build of warden cannot run yet", p.runtime);
     }
     Ok((p, decision))
+}
+
+/// The container runtimes warden knows that the engine at `socket`
+/// offers; none when no engine answers.
+fn container_runtimes(socket: &Path) -> Vec<String> {
+    let probe = async { warden_backend::container::probe(socket, std::time::Duration::from_secs(5)).await };
+    let info = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(probe).map_err(anyhow::Error::from));
+    match info {
+        Ok(info) => {
+            info.runtimes.into_iter().filter(|r| warden_backend::container::RUNTIMES.contains(&r.as_str())).collect()
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "no container runtimes on this node");
+            vec![]
+        }
+    }
 }
 
 /// The limits of `spec` tightened by a placement (policy may tighten limits,
@@ -241,10 +289,10 @@ fn write_result(path: &Path, result: &RunResult) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(args: RunArgs, state_dir: &Path) -> i32 {
+pub async fn run(args: RunArgs, state_dir: &Path, docker_socket: &Path) -> i32 {
     let spec = build_spec(&args);
     let result = match &spec {
-        Ok(spec) => execute(&args, spec, state_dir).await,
+        Ok(spec) => execute(&args, spec, state_dir, docker_socket).await,
         Err(e) => Err(anyhow::anyhow!("{e:#}")),
     };
     let result = match result {
@@ -271,6 +319,7 @@ struct DecisionGate {
     spec: TaskSpec,
     explain: bool,
     cache: PathBuf,
+    socket: PathBuf,
     requested: Limits,
     decided: Arc<Mutex<Option<Placement>>>,
     thread: Option<std::thread::JoinHandle<Result<Placement>>>,
@@ -279,9 +328,10 @@ struct DecisionGate {
 impl DecisionGate {
     fn start(&mut self) {
         if self.thread.is_none() {
-            let (policy, spec, explain, cache) =
-                (self.policy.clone(), self.spec.clone(), self.explain, self.cache.clone());
-            self.thread = Some(std::thread::spawn(move || place(&policy, &spec, explain, &cache).map(|(p, _)| p)));
+            let (policy, spec, explain, cache, socket) =
+                (self.policy.clone(), self.spec.clone(), self.explain, self.cache.clone(), self.socket.clone());
+            self.thread =
+                Some(std::thread::spawn(move || place(&policy, &spec, explain, &cache, &socket).map(|(p, _)| p)));
         }
     }
 }
@@ -300,9 +350,12 @@ impl Gate for DecisionGate {
             .ok_or_else(|| BackendError::Refused("the policy decision was lost".into()))?
             .map_err(|e| BackendError::Refused(format!("{e:#}")))?;
         let limits = tightened(self.requested, &placement);
-        let network = placement.network;
+        let (network, tier) = (placement.network, placement.tier);
         if let Ok(mut s) = self.decided.lock() {
             *s = Some(placement);
+        }
+        if tier != Tier::Process {
+            return Err(BackendError::Superseded(format!("policy chose the {tier} tier")));
         }
         if network != self.requested.network {
             return Err(BackendError::Superseded("policy chose another network".into()));
@@ -311,40 +364,85 @@ impl Gate for DecisionGate {
     }
 }
 
-/// Runs the task. The policy decision (loading a policy set costs a few
-/// milliseconds in a fresh process) runs while the sandbox is being built;
-/// the task starts only once the decision permits it, under the limits the
-/// decision set. A decision that needs a different sandbox (another
-/// network) launches again, sequentially.
-async fn execute(args: &RunArgs, spec: &TaskSpec, state_dir: &Path) -> Result<RunResult> {
+/// Runs the task. At the process tier, the policy decision (loading a
+/// policy set costs a few milliseconds in a fresh process) runs while the
+/// sandbox is being built; the task starts only once the decision permits
+/// it, under the limits the decision set. A decision that needs another
+/// workload (another network, the container tier) launches that one
+/// instead. A task that asks for the container tier is decided first.
+async fn execute(args: &RunArgs, spec: &TaskSpec, state_dir: &Path, socket: &Path) -> Result<RunResult> {
     let config = ProcessBackendConfig { state_dir: state_dir.to_owned(), ..Default::default() };
     let requested = config.defaults.resolve(spec);
-    let backend = ProcessBackend::new(config)?;
     let stdin_null = std::io::stdin().is_terminal();
     let mut interrupts = Interrupts::from_os().context("cannot install signal handlers")?;
+    let cache = state_dir.join("cache");
 
+    if spec.tier.tier().is_some_and(|t| t > Tier::Process) {
+        let (policy, s, explain, cache, sock) =
+            (args.policy.clone(), spec.clone(), args.explain, cache.clone(), socket.to_owned());
+        let (placement, _) = tokio::task::spawn_blocking(move || place(&policy, &s, explain, &cache, &sock))
+            .await
+            .context("the policy decision was lost")??;
+        return run_container(spec, &placement, requested, state_dir, socket, stdin_null, 1, &mut interrupts).await;
+    }
+
+    let backend = ProcessBackend::new(config)?;
     let decided: Arc<Mutex<Option<Placement>>> = Arc::default();
     let gate = DecisionGate {
         policy: args.policy.clone(),
         spec: spec.clone(),
         explain: args.explain,
-        cache: state_dir.join("cache"),
+        cache,
+        socket: socket.to_owned(),
         requested,
         decided: decided.clone(),
         thread: None,
     };
-    let req = LaunchRequest { id: spec.task_id(), spec: spec.clone(), limits: requested, stdin_null };
+    let req = LaunchRequest { id: spec.task_id(), spec: spec.clone(), limits: requested, stdin_null, attempt: 1 };
     let result = supervise(&backend, &req, gate, &mut interrupts, DEFAULT_KILL_GRACE).await;
-    // The gate refuses a sandbox built for another network than the one
-    // decided (`Superseded`): build the decided one.
+    // The gate refuses a sandbox built for another placement than the one
+    // decided (`Superseded`): run the decided one.
     let placement = decided.lock().ok().and_then(|s| s.clone());
     match placement {
+        Some(p) if p.tier == Tier::Container && result.reason == ExitReason::Error => {
+            run_container(spec, &p, requested, state_dir, socket, stdin_null, 2, &mut interrupts).await
+        }
         Some(p) if p.network != requested.network && result.reason == ExitReason::Error => {
             let mut spec = spec.clone();
             spec.network = p.network;
-            let req = LaunchRequest { id: spec.task_id(), limits: tightened(requested, &p), spec, stdin_null };
+            let req =
+                LaunchRequest { id: spec.task_id(), limits: tightened(requested, &p), spec, stdin_null, attempt: 2 };
             Ok(supervise(&backend, &req, open_gate(), &mut interrupts, DEFAULT_KILL_GRACE).await)
         }
         _ => Ok(result),
     }
+}
+
+/// Runs the task in a container on the runtime policy chose.
+#[allow(clippy::too_many_arguments)]
+async fn run_container(
+    spec: &TaskSpec,
+    placement: &Placement,
+    requested: Limits,
+    state_dir: &Path,
+    socket: &Path,
+    stdin_null: bool,
+    attempt: u32,
+    interrupts: &mut Interrupts,
+) -> Result<RunResult> {
+    let config = ContainerBackendConfig {
+        socket: socket.to_owned(),
+        runtime: placement.runtime.clone(),
+        state_dir: state_dir.to_owned(),
+        ..Default::default()
+    };
+    let backend = ContainerBackend::new(config).await?;
+    let req = LaunchRequest {
+        id: spec.task_id(),
+        spec: spec.clone(),
+        limits: tightened(requested, placement),
+        stdin_null,
+        attempt,
+    };
+    Ok(supervise(&backend, &req, open_gate(), interrupts, DEFAULT_KILL_GRACE).await)
 }

@@ -11,5 +11,7 @@ pub mod task;
 pub mod units;
 
 pub use outcome::{Attempt, ExitReason, LimitUpdate, Limits, Pressure, RunResult, Stats, Timestamp, Usage, exit_code};
-pub use task::{DataClass, Network, Origin, Resources, Risk, SpecError, TaskId, TaskSpec, Tier, TierRequest};
+pub use task::{
+    DataClass, Network, Origin, RUNTIMES, Resources, Risk, SpecError, TaskId, TaskSpec, Tier, TierRequest, strength,
+};
 pub use units::{Bytes, HumanDuration, MilliCpu, UnitError};

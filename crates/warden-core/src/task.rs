@@ -142,6 +142,16 @@ impl TierRequest {
     }
 }
 
+impl From<Tier> for TierRequest {
+    fn from(t: Tier) -> Self {
+        match t {
+            Tier::Process => TierRequest::Process,
+            Tier::Container => TierRequest::Container,
+            Tier::Pod => TierRequest::Pod,
+        }
+    }
+}
+
 impl FromStr for TierRequest {
     type Err = SpecError;
     fn from_str(s: &str) -> Result<Self, SpecError> {
@@ -246,6 +256,26 @@ pub struct TaskSpec {
     pub risk: Risk,
     pub restartable: bool,
     pub tier: TierRequest,
+    /// A runtime asked for within the tier (`runc`, `runsc`; `gvisor`,
+    /// `kata` for pods). Like the tier, policy may raise it to a stronger
+    /// one, never lower it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+}
+
+/// Runtimes by tier, weakest first within each tier.
+pub const RUNTIMES: [(Tier, &str); 5] = [
+    (Tier::Process, "native"),
+    (Tier::Container, "runc"),
+    (Tier::Container, "runsc"),
+    (Tier::Pod, "gvisor"),
+    (Tier::Pod, "kata"),
+];
+
+/// How strongly a placement isolates: tiers first, then runtimes within a
+/// tier (gVisor's `runsc` over `runc`). `None` for an unknown pair.
+pub fn strength(tier: Tier, runtime: &str) -> Option<usize> {
+    RUNTIMES.iter().position(|(t, r)| *t == tier && *r == runtime)
 }
 
 pub const DEFAULT_TENANT: &str = "local";
@@ -315,6 +345,28 @@ impl TaskSpec {
             && (image.is_empty() || image.contains(char::is_whitespace))
         {
             return Err(SpecError::invalid("image", format!("`{image}` is not an image reference")));
+        }
+        if let Some(rt) = &self.runtime {
+            let fits = match self.tier.tier() {
+                Some(t) => strength(t, rt).is_some(),
+                None => RUNTIMES.iter().any(|(_, r)| r == rt),
+            };
+            if !fits {
+                let tier = self.tier.tier().map_or("any", Tier::as_str);
+                return Err(SpecError::invalid(
+                    "runtime",
+                    format!(
+                        "`{rt}` is not a runtime of {tier} tier (process: native; container: runc, runsc; pod: gvisor, kata)"
+                    ),
+                ));
+            }
+            if self.tier == TierRequest::Auto {
+                // A runtime implies its tier.
+                let tier = RUNTIMES.iter().find(|(_, r)| r == rt).map(|(t, _)| *t);
+                if let Some(t) = tier {
+                    self.tier = TierRequest::from(t);
+                }
+            }
         }
         let r = &self.resources;
         if r.pids == Some(0) {

@@ -305,12 +305,8 @@ impl Filter {
 /// architectures allowed, which it does.
 pub fn oci_profile() -> serde_json::Value {
     use serde_json::json;
-    let errno = |names: &[&str], errno: i32, args: serde_json::Value| {
-        json!({ "names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": errno, "args": args })
-    };
-    let masked = |index: u32, mask: u64, value: u64| {
-        json!({ "index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ" })
-    };
+    let errno = |names: &[&str], errno: i32, args: serde_json::Value| json!({ "names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": errno, "args": args });
+    let masked = |index: u32, mask: u64, value: u64| json!({ "index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ" });
     let names: Vec<&str> = denied().iter().map(|(n, _)| *n).collect();
     let mut rules = vec![errno(&names, libc::EPERM, json!([])), errno(&["clone3"], libc::ENOSYS, json!([]))];
     // clone: one rule per namespace flag (rules are or-ed).
@@ -331,7 +327,7 @@ pub fn oci_profile() -> serde_json::Value {
         }
     }
     for request in [libc::TIOCSTI, libc::TIOCLINUX] {
-        rules.push(errno(&["ioctl"], libc::EPERM, json!([masked(1, 0xffff_ffff, request as u64)])));
+        rules.push(errno(&["ioctl"], libc::EPERM, json!([masked(1, 0xffff_ffff, request)])));
     }
     // personality: the format has no "none of these values" (libseccomp
     // refuses a second comparison of one argument, and a refusal beats an

@@ -163,6 +163,18 @@ impl Default for Defaults {
     }
 }
 
+/// Whether a candidate at the requested tier has a weaker runtime than the
+/// one the task asked for (runc when runsc was asked).
+fn below_requested_runtime(task: &TaskSpec, c: &Candidate) -> bool {
+    let Some(asked) = &task.runtime else { return false };
+    match (warden_core::RUNTIMES.iter().find(|(_, r)| r == asked), warden_core::strength(c.tier, &c.runtime)) {
+        (Some((tier, _)), Some(got)) => {
+            *tier == c.tier && warden_core::strength(*tier, asked).is_some_and(|want| got < want)
+        }
+        _ => false,
+    }
+}
+
 /// Decides where `task` runs. Never fails: a rule that errors refuses the
 /// task with the error as its reason (fail closed).
 pub fn decide(snapshot: &PolicySnapshot, task: &TaskSpec, signals: &Signals, defaults: Defaults) -> Decision {
@@ -210,7 +222,7 @@ pub fn decide(snapshot: &PolicySnapshot, task: &TaskSpec, signals: &Signals, def
             considered.push(Considered { candidate: c, judgement: Judgement::NotTried });
             continue;
         }
-        if requested.is_some_and(|r| c.tier < r) {
+        if requested.is_some_and(|r| c.tier < r) || below_requested_runtime(task, &c) {
             considered.push(Considered { candidate: c, judgement: Judgement::BelowRequestedTier });
             continue;
         }

@@ -40,17 +40,9 @@ pub struct Candidate {
     pub reactions: Vec<String>,
 }
 
-const RUNTIMES: [(Tier, &str); 5] = [
-    (Tier::Process, "native"),
-    (Tier::Container, "runc"),
-    (Tier::Container, "runsc"),
-    (Tier::Pod, "gvisor"),
-    (Tier::Pod, "kata"),
-];
-
 impl Candidate {
     fn check(&self) -> Result<(), String> {
-        if !RUNTIMES.contains(&(self.tier, self.runtime.as_str())) {
+        if warden_core::strength(self.tier, &self.runtime).is_none() {
             return Err(format!("runtime `{}` does not exist at the {} tier", self.runtime, self.tier));
         }
         for (name, v) in [("cpus_milli", self.cpus_milli), ("memory_bytes", self.memory_bytes), ("pids", self.pids)] {

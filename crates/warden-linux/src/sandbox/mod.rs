@@ -174,21 +174,10 @@ impl Sandbox {
         filter: &Filter,
         join: impl FnOnce(u32) -> Result<(), E>,
     ) -> Result<Sandbox, E> {
-        let ws_fd = open_workspace(spec.workspace)?;
-        let host_id = cfg.host_task_id();
-        let ws_meta =
-            std::fs::metadata(format!("/proc/self/fd/{}", ws_fd.as_raw_fd())).map_err(os("stat the workspace"))?;
         // The workspace is cloned as a detached mount here (the sandbox's
         // new mount namespace could not bind a path of this one) and
-        // attached by init. A workspace the task's id does not own is
-        // id-mapped so that its owner appears as the task's id.
-        let owned = ws_meta.uid() == host_id && ws_meta.gid() == host_id;
-        let tree = workspace_tree(&ws_fd, (!owned).then(|| (ws_meta.uid(), ws_meta.gid(), host_id))).map_err(|e| {
-            SpawnError::Workspace {
-                path: spec.workspace.to_owned(),
-                message: format!("cannot mount it for the task: {e}"),
-            }
-        })?;
+        // attached by init.
+        let tree = workspace_view(spec.workspace, cfg.host_task_id(), false)?;
 
         tracing::trace!("workspace mount prepared");
         let (sync_r, sync_w) = pipe()?;
@@ -222,7 +211,7 @@ impl Sandbox {
         // SAFETY: restoring the mask saved above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
         let pid = pid.map_err(os("clone the sandbox"))?;
-        drop((sync_r, err_w, status_w, tree, ws_fd));
+        drop((sync_r, err_w, status_w, tree));
         drop(plan);
 
         tracing::trace!(pid, "cloned");
@@ -474,18 +463,78 @@ fn build_plan(
 /// PATH for tasks that do not set one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The workspace as the task sees it, as a detached mount: nosuid, nodev,
+/// and, when `host_id` does not own it, id-mapped so that its owner
+/// appears as `host_id` (and what the task creates is stored as the
+/// owner's).
+fn workspace_view(path: &Path, host_id: u32, root_too: bool) -> Result<OwnedFd, SpawnError> {
+    let ws_fd = open_workspace(path)?;
+    let ws_meta =
+        std::fs::metadata(format!("/proc/self/fd/{}", ws_fd.as_raw_fd())).map_err(os("stat the workspace"))?;
+    let owned = ws_meta.uid() == host_id && ws_meta.gid() == host_id;
+    let idmap = (!owned || root_too).then(|| IdMap { uid: ws_meta.uid(), gid: ws_meta.gid(), host_id, root_too });
+    workspace_tree(&ws_fd, idmap).map_err(|e| SpawnError::Workspace {
+        path: path.to_owned(),
+        message: format!("cannot mount it for the task: {e}"),
+    })
+}
+
+/// Mounts the workspace as a task with host id `host_id` must see it (see
+/// [`workspace_view`]) at the empty directory `at`, for a runtime that
+/// bind-mounts a host path (the container tier). With `root_too`, root
+/// keeps access to the view as well (gVisor's gofer creates files as root
+/// before handing them to the task's id). Undo with [`unmount_workspace`].
+pub fn mount_workspace(path: &Path, at: &Path, host_id: u32, root_too: bool) -> Result<(), SpawnError> {
+    let tree = workspace_view(path, host_id, root_too)?;
+    let target = cstring(at)?;
+    sys::move_mount_attach(tree.as_raw_fd(), &target).map_err(|e| SpawnError::Workspace {
+        path: path.to_owned(),
+        message: format!("cannot mount it at {}: {e}", at.display()),
+    })
+}
+
+/// Detaches what [`mount_workspace`] mounted at `at`.
+pub fn unmount_workspace(at: &Path) -> io::Result<()> {
+    let target = CString::new(at.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    // SAFETY: a NUL-terminated path; MNT_DETACH has no other arguments.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How a workspace view maps ids: files owned by `uid`/`gid` appear as
+/// owned by `host_id`, and what the task creates is stored as the owner's.
+/// With `root_too`, root is mapped as well (to itself, or, when root owns
+/// the workspace, to the otherwise unused `host_id`).
+struct IdMap {
+    uid: u32,
+    gid: u32,
+    host_id: u32,
+    root_too: bool,
+}
+
+impl IdMap {
+    fn lines(&self, owner: u32) -> String {
+        let mut map = format!("{owner} {} 1\n", self.host_id);
+        if self.root_too && owner != self.host_id {
+            let root_on_disk = if owner == 0 { self.host_id } else { 0 };
+            map.push_str(&format!("{root_on_disk} 0 1\n"));
+        }
+        map
+    }
+}
+
 /// Clones the workspace's mount tree as a detached mount, nosuid and
-/// nodev. With `idmap = (uid, gid, host_id)` it is also id-mapped so that
-/// files owned by `uid`/`gid` appear as owned by `host_id`, and what the
-/// task creates is stored as the owner's.
-fn workspace_tree(ws: &OwnedFd, idmap: Option<(u32, u32, u32)>) -> io::Result<OwnedFd> {
+/// nodev, id-mapped by `idmap` when given.
+fn workspace_tree(ws: &OwnedFd, idmap: Option<IdMap>) -> io::Result<OwnedFd> {
     let tree = sys::open_tree_clone(ws.as_raw_fd())?;
     let flags = sys::AT_RECURSIVE | libc::AT_EMPTY_PATH as u32;
     let set = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
     match idmap {
         None => sys::mount_setattr(tree.as_raw_fd(), c"", flags, set, None)?,
-        Some((uid, gid, host_id)) => {
-            let userns = mapping_userns(&format!("{uid} {host_id} 1\n"), &format!("{gid} {host_id} 1\n"))?;
+        Some(m) => {
+            let userns = mapping_userns(&m.lines(m.uid), &m.lines(m.gid))?;
             sys::mount_setattr(tree.as_raw_fd(), c"", flags, set | sys::MOUNT_ATTR_IDMAP, Some(userns.as_raw_fd()))?;
         }
     }

@@ -1,9 +1,11 @@
-//! The hostile-workload suite for the process tier.
+//! The hostile-workload suite, run at every tier and runtime this node
+//! offers: the process sandbox, and containers on runc and on gVisor's
+//! runsc (modules `process`, `runc`, `runsc`).
 //!
 //! Every test runs a probe (`tests/probes/probe.py`) twice: unconfined on
 //! the host, where it must do its harm (the positive control: a probe that
-//! cannot do harm proves nothing), and in `warden run --tier process`,
-//! where it must be stopped. Where the harm shows on the host (a killed
+//! cannot do harm proves nothing), and in `warden run` at the tier, where
+//! it must be stopped. Where the harm shows on the host (a killed
 //! process, a written file, an accepted connection), the host is checked
 //! too, not only the exit code.
 
@@ -18,15 +20,47 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Sandbox, Victim, probe_host, require_root};
+use common::{At, Sandbox, Victim, probe_host};
 
-const TIER: &str = "--tier=process";
+/// One test per attack, at each tier and runtime.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod process {
+            $( #[test] fn $name() { if let Some(t) = crate::common::At::process() { super::$name(&t) } } )*
+        }
+        mod runc {
+            $( #[test] fn $name() { if let Some(t) = crate::common::At::container("runc") { super::$name(&t) } } )*
+        }
+        mod runsc {
+            $( #[test] fn $name() { if let Some(t) = crate::common::At::container("runsc") { super::$name(&t) } } )*
+        }
+    };
+}
 
-#[test]
-fn cannot_exceed_its_cpu_quota() {
-    if !require_root() {
-        return;
-    }
+suite!(
+    cannot_exceed_its_cpu_quota,
+    cannot_exceed_its_memory_limit,
+    fork_bomb_hits_the_pids_limit,
+    cannot_see_or_signal_host_processes,
+    cannot_ptrace_host_processes,
+    cannot_reach_host_network_listeners,
+    loopback_gives_the_task_only_its_own_lo,
+    cannot_read_host_secrets,
+    cannot_write_outside_workspace_and_tmp,
+    cannot_mount,
+    cannot_load_kernel_modules,
+    cannot_use_keyrings,
+    cannot_change_the_clock,
+    cannot_change_the_host_name,
+    cannot_open_raw_sockets,
+    cannot_create_namespaces_or_io_urings,
+    cannot_gain_privileges_through_setuid_binaries,
+    cannot_inject_into_the_callers_terminal,
+    only_stdio_fds_are_inherited,
+    caller_environment_does_not_leak,
+);
+
+fn cannot_exceed_its_cpu_quota(t: &At) {
     let control = probe_host(&["spin", "1.5"]);
     let cpu: f64 = control.stdout.split_whitespace().nth(1).unwrap().trim_end_matches('s').parse().unwrap();
     // Unconfined, it gets at least half a CPU even on a busy 2-core machine:
@@ -34,7 +68,7 @@ fn cannot_exceed_its_cpu_quota() {
     assert!(cpu > 0.75, "unconfined, the spin loop should use most of a CPU: {control:?}");
 
     let sb = Sandbox::new();
-    let run = sb.probe(&[TIER, "--cpus", "0.2"], &["spin", "1.5"]);
+    let run = sb.probe(&t.with(&["--cpus", "0.2"]), &["spin", "1.5"]);
     assert_eq!(run.code, 0, "{run:?}");
     let used = run.usage("cpu_user_ms") + run.usage("cpu_sys_ms");
     // 0.2 CPU over ~1.5 s (plus interpreter start-up) is about 300 ms.
@@ -42,41 +76,32 @@ fn cannot_exceed_its_cpu_quota() {
     assert!(used > 100, "the task should have run at its quota, used {used} ms");
 }
 
-#[test]
-fn cannot_exceed_its_memory_limit() {
-    if !require_root() {
-        return;
-    }
+fn cannot_exceed_its_memory_limit(t: &At) {
     probe_host(&["membomb", "256"]).assert_escaped();
     let sb = Sandbox::new();
-    let run = sb.probe(&[TIER, "--memory", "64Mi"], &["membomb", "256"]);
+    let run = sb.probe(&t.with(&["--memory", "64Mi"]), &["membomb", "256"]);
     assert_eq!(run.code, 137, "{run:?}");
     assert_eq!(run.reason(), "oom_killed", "{run:?}");
     assert!(run.usage("peak_memory_bytes") <= 64 << 20, "{run:?}");
     assert!(run.usage("oom_kills") >= 1, "{run:?}");
 }
 
-#[test]
-fn fork_bomb_hits_the_pids_limit() {
-    if !require_root() {
-        return;
-    }
+fn fork_bomb_hits_the_pids_limit(t: &At) {
     probe_host(&["forkbomb", "200"]).assert_escaped();
     let sb = Sandbox::new();
-    sb.probe(&[TIER, "--pids", "32"], &["forkbomb", "200"]).assert_prevented();
+    sb.probe(&t.with(&["--pids", "32"]), &["forkbomb", "200"]).assert_prevented();
 }
 
-#[test]
-fn cannot_see_or_signal_host_processes() {
-    if !require_root() {
-        return;
-    }
+fn cannot_see_or_signal_host_processes(t: &At) {
     let sb = Sandbox::new();
     let mut victim = Victim::spawn();
-    sb.probe(&[TIER], &["see-pid", &victim.pid()]).assert_prevented();
-    sb.probe(&[TIER], &["signal", &victim.pid()]).assert_prevented();
+    sb.probe(&t.flags(), &["see-pid", &victim.pid()]).assert_prevented();
+    sb.probe(&t.flags(), &["signal", &victim.pid()]).assert_prevented();
     // The kill(2) of pid 1 inside must not reach anything outside either.
-    sb.probe(&[TIER], &["signal", "1"]).assert_prevented();
+    // In a container the task itself is pid 1: signalling itself is no harm.
+    if !t.container {
+        sb.probe(&t.flags(), &["signal", "1"]).assert_prevented();
+    }
     assert!(victim.alive(), "the host process was killed from the sandbox");
 
     probe_host(&["see-pid", &victim.pid()]).assert_escaped();
@@ -85,14 +110,10 @@ fn cannot_see_or_signal_host_processes() {
     assert!(!victim.alive(), "positive control: the unconfined probe should kill the victim");
 }
 
-#[test]
-fn cannot_ptrace_host_processes() {
-    if !require_root() {
-        return;
-    }
+fn cannot_ptrace_host_processes(t: &At) {
     let sb = Sandbox::new();
     let victim = Victim::spawn();
-    sb.probe(&[TIER], &["ptrace", &victim.pid()]).assert_prevented();
+    sb.probe(&t.flags(), &["ptrace", &victim.pid()]).assert_prevented();
     probe_host(&["ptrace", &victim.pid()]).assert_escaped();
 }
 
@@ -111,16 +132,12 @@ fn host_listener() -> (u16, Arc<AtomicUsize>) {
     (port, hits)
 }
 
-#[test]
-fn cannot_reach_host_network_listeners() {
-    if !require_root() {
-        return;
-    }
+fn cannot_reach_host_network_listeners(t: &At) {
     let (port, hits) = host_listener();
     let port = port.to_string();
     let sb = Sandbox::new();
-    sb.probe(&[TIER], &["connect", "127.0.0.1", &port]).assert_prevented();
-    sb.probe(&[TIER, "--network", "loopback"], &["connect", "127.0.0.1", &port]).assert_prevented();
+    sb.probe(&t.flags(), &["connect", "127.0.0.1", &port]).assert_prevented();
+    sb.probe(&t.with(&["--network", "loopback"]), &["connect", "127.0.0.1", &port]).assert_prevented();
     assert_eq!(hits.load(Ordering::SeqCst), 0, "a sandboxed task reached the host's listener");
 
     probe_host(&["connect", "127.0.0.1", &port]).assert_escaped();
@@ -128,21 +145,19 @@ fn cannot_reach_host_network_listeners() {
     assert_eq!(hits.load(Ordering::SeqCst), 1, "positive control: the host listener should see one connection");
 }
 
-#[test]
-fn loopback_gives_the_task_only_its_own_lo() {
-    if !require_root() {
-        return;
-    }
+fn loopback_gives_the_task_only_its_own_lo(t: &At) {
     let sb = Sandbox::new();
-    sb.probe(&[TIER, "--network", "loopback"], &["own-loopback"]).assert_escaped();
-    sb.probe(&[TIER, "--network", "none"], &["own-loopback"]).assert_prevented();
+    sb.probe(&t.with(&["--network", "loopback"]), &["own-loopback"]).assert_escaped();
+    if t.container {
+        // The engine's `none` network is a private namespace with only
+        // loopback: the same as `loopback` at this tier (README).
+        sb.probe(&t.with(&["--network", "none"]), &["own-loopback"]).assert_escaped();
+    } else {
+        sb.probe(&t.with(&["--network", "none"]), &["own-loopback"]).assert_prevented();
+    }
 }
 
-#[test]
-fn cannot_read_host_secrets() {
-    if !require_root() {
-        return;
-    }
+fn cannot_read_host_secrets(t: &At) {
     let sb = Sandbox::new();
     // Another task's workspace, warden's state, root's home.
     let other = Sandbox::new();
@@ -166,7 +181,7 @@ fn cannot_read_host_secrets() {
         vec!["connect-unix", sock_path.to_str().unwrap()],
     ];
     for probe in &secrets {
-        sb.probe(&[TIER], probe).assert_prevented();
+        sb.probe(&t.flags(), probe).assert_prevented();
     }
     for probe in &secrets {
         probe_host(probe).assert_escaped();
@@ -176,23 +191,19 @@ fn cannot_read_host_secrets() {
     let _ = std::fs::remove_file(&root_secret);
 }
 
-#[test]
-fn cannot_write_outside_workspace_and_tmp() {
-    if !require_root() {
-        return;
-    }
+fn cannot_write_outside_workspace_and_tmp(t: &At) {
     let sb = Sandbox::new();
     let tag = std::process::id();
     let targets =
         [format!("/etc/warden-probe-{tag}"), format!("/usr/warden-probe-{tag}"), format!("/warden-probe-{tag}")];
-    for t in &targets {
-        sb.probe(&[TIER], &["write", t]).assert_prevented();
-        assert!(!Path::new(t).exists(), "{t} appeared on the host");
+    for target in &targets {
+        sb.probe(&t.flags(), &["write", target]).assert_prevented();
+        assert!(!Path::new(target).exists(), "{target} appeared on the host");
     }
     // Where writing is allowed, it works, and the workspace keeps it.
-    sb.probe(&[TIER], &["write", "/workspace/out"]).assert_escaped();
+    sb.probe(&t.flags(), &["write", "/workspace/out"]).assert_escaped();
     assert!(sb.ws.path().join("out").exists());
-    sb.probe(&[TIER], &["write", "/tmp/scratch"]).assert_escaped();
+    sb.probe(&t.flags(), &["write", "/tmp/scratch"]).assert_escaped();
 
     for t in &targets[..2] {
         probe_host(&["write", t]).assert_escaped();
@@ -200,109 +211,73 @@ fn cannot_write_outside_workspace_and_tmp() {
     }
 }
 
-#[test]
-fn cannot_mount() {
-    if !require_root() {
-        return;
-    }
-    Sandbox::new().probe(&[TIER], &["mount"]).assert_prevented();
+fn cannot_mount(t: &At) {
+    Sandbox::new().probe(&t.flags(), &["mount"]).assert_prevented();
     probe_host(&["mount"]).assert_escaped();
 }
 
-#[test]
-fn cannot_load_kernel_modules() {
-    if !require_root() {
-        return;
-    }
-    Sandbox::new().probe(&[TIER], &["module"]).assert_prevented();
+fn cannot_load_kernel_modules(t: &At) {
+    Sandbox::new().probe(&t.flags(), &["module"]).assert_prevented();
     probe_host(&["module"]).assert_escaped();
 }
 
-#[test]
-fn cannot_use_keyrings() {
-    if !require_root() {
-        return;
-    }
-    Sandbox::new().probe(&[TIER], &["keyring"]).assert_prevented();
+fn cannot_use_keyrings(t: &At) {
+    Sandbox::new().probe(&t.flags(), &["keyring"]).assert_prevented();
     probe_host(&["keyring"]).assert_escaped();
 }
 
-#[test]
-fn cannot_change_the_clock() {
-    if !require_root() {
-        return;
-    }
-    Sandbox::new().probe(&[TIER], &["settime"]).assert_prevented();
+fn cannot_change_the_clock(t: &At) {
+    Sandbox::new().probe(&t.flags(), &["settime"]).assert_prevented();
     probe_host(&["settime"]).assert_escaped();
 }
 
-#[test]
-fn cannot_change_the_host_name() {
-    if !require_root() {
-        return;
-    }
+fn cannot_change_the_host_name(t: &At) {
     let sb = Sandbox::new();
-    sb.probe(&[TIER], &["sethostname"]).assert_prevented();
+    sb.probe(&t.flags(), &["sethostname"]).assert_prevented();
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
-    sb.probe(&[TIER], &["hostname-differs", &host]).assert_prevented();
+    sb.probe(&t.flags(), &["hostname-differs", &host]).assert_prevented();
     probe_host(&["sethostname"]).assert_escaped();
     probe_host(&["hostname-differs", &host]).assert_escaped();
 }
 
-#[test]
-fn cannot_open_raw_sockets() {
-    if !require_root() {
-        return;
-    }
+fn cannot_open_raw_sockets(t: &At) {
     let sb = Sandbox::new();
     for kind in ["icmp", "packet"] {
-        sb.probe(&[TIER, "--network", "loopback"], &["raw-socket", kind]).assert_prevented();
+        sb.probe(&t.with(&["--network", "loopback"]), &["raw-socket", kind]).assert_prevented();
         probe_host(&["raw-socket", kind]).assert_escaped();
     }
 }
 
-#[test]
-fn cannot_create_namespaces_or_io_urings() {
-    if !require_root() {
-        return;
-    }
+fn cannot_create_namespaces_or_io_urings(t: &At) {
     let sb = Sandbox::new();
-    sb.probe(&[TIER], &["userns"]).assert_prevented();
-    sb.probe(&[TIER], &["io-uring"]).assert_prevented();
+    sb.probe(&t.flags(), &["userns"]).assert_prevented();
+    sb.probe(&t.flags(), &["io-uring"]).assert_prevented();
     probe_host(&["userns"]).assert_escaped();
     probe_host(&["io-uring"]).assert_escaped();
 }
 
-#[test]
-fn cannot_gain_privileges_through_setuid_binaries() {
-    if !require_root() {
-        return;
-    }
+fn cannot_gain_privileges_through_setuid_binaries(t: &At) {
     let sb = Sandbox::new();
     let id = sb.ws.path().join("id");
     std::fs::copy("/usr/bin/id", &id).unwrap();
     std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    sb.probe(&[TIER], &["setuid", "/workspace/id"]).assert_prevented();
+    sb.probe(&t.flags(), &["setuid", "/workspace/id"]).assert_prevented();
     probe_host(&["setuid", id.to_str().unwrap()]).assert_escaped();
 }
 
-#[test]
-fn cannot_inject_into_the_callers_terminal() {
-    if !require_root() {
-        return;
-    }
+fn cannot_inject_into_the_callers_terminal(t: &At) {
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave = || std::process::Stdio::from(pty.slave.try_clone().unwrap());
     let sb = Sandbox::new();
     let id = common::task_id("tty");
     let cmd = ["/usr/bin/python3", "/workspace/probe.py", "tiocsti", "1"];
-    let run = sb.run_with(&id, &[TIER], &cmd, |c| {
+    let run = sb.run_with(&id, &t.flags(), &cmd, |c| {
         c.stdout(slave()).stdin(slave());
     });
     assert_eq!(run.code, 1, "TIOCSTI on the caller's terminal must fail: {run:?}");
     let id = common::task_id("tty");
     let cmd = ["/usr/bin/python3", "/workspace/probe.py", "stdin-tty"];
-    let run = sb.run_with(&id, &[TIER], &cmd, |c| {
+    let run = sb.run_with(&id, &t.flags(), &cmd, |c| {
         c.stdout(slave()).stdin(slave());
     });
     assert_eq!(run.code, 1, "the task must not get the caller's terminal as stdin: {run:?}");
@@ -316,29 +291,21 @@ fn cannot_inject_into_the_callers_terminal() {
     assert_eq!(control.code(), Some(0), "positive control: root can inject into a terminal");
 }
 
-#[test]
-fn only_stdio_fds_are_inherited() {
-    if !require_root() {
-        return;
-    }
+fn only_stdio_fds_are_inherited(t: &At) {
     // A pipe without close-on-exec leaks into every child unless closed.
     let (r, _w) = nix::unistd::pipe().unwrap();
     let flags = nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_GETFD).unwrap();
     assert_eq!(flags & libc::FD_CLOEXEC, 0);
     let sb = Sandbox::new();
-    sb.probe(&[TIER], &["fds"]).assert_prevented();
+    sb.probe(&t.flags(), &["fds"]).assert_prevented();
     probe_host(&["fds"]).assert_escaped();
 }
 
-#[test]
-fn caller_environment_does_not_leak() {
-    if !require_root() {
-        return;
-    }
+fn caller_environment_does_not_leak(t: &At) {
     let sb = Sandbox::new();
     let id = common::task_id("env");
     let cmd = ["/usr/bin/python3", "/workspace/probe.py", "env", "WARDEN_PROBE_SECRET"];
-    let run = sb.run_with(&id, &[TIER], &cmd, |c| {
+    let run = sb.run_with(&id, &t.flags(), &cmd, |c| {
         c.env("WARDEN_PROBE_SECRET", "hunter2");
     });
     run.assert_prevented();
