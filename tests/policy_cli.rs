@@ -93,7 +93,10 @@ fn eval_explains_and_speaks_json() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("placed on container (runsc)"), "{out}");
     assert!(out.contains("outside-code-not-in-process-tier"), "{out}");
-    let (code, out, _) = warden(&["policy", "eval", "--spec", spec.to_str().unwrap(), "--json"]);
+    // The node's live load would move the decision (a pressured node sends
+    // work to the cluster): decide on the given signals.
+    let (code, out, _) =
+        warden(&["policy", "eval", "--spec", spec.to_str().unwrap(), "--signals", signals.to_str().unwrap(), "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["outcome"], "placed");
@@ -111,12 +114,19 @@ fn run_refuses_what_policy_forbids_or_cannot_place_here() {
     let run = sb.run(&["--origin", "untrusted", "--network", "loopback"], &["true"]);
     assert_eq!(run.code, 125, "{run:?}");
     assert!(run.stderr.contains("refused by policy") && run.stderr.contains("untrusted-gets-no-network"), "{run:?}");
-    // External code may not run at the process tier, and this node offers
-    // no container: refused, never silently placed where policy forbids.
-    let run = sb.run(&["--origin", "external", "--tier", "process"], &["true"]);
+    // External code may not run at the process tier: asked for it, the task
+    // is raised to a container, never run where policy forbids. Without
+    // an image it cannot run there: a clear error.
+    let run = sb.run(&["--origin", "external", "--tier", "process", "--explain"], &["true"]);
     assert_eq!(run.code, 125, "{run:?}");
     assert!(run.stderr.contains("outside-code-not-in-process-tier"), "{run:?}");
-    assert!(run.stderr.contains("container (runc): not available on this node"), "{run:?}");
+    if common::require_engine() {
+        assert!(run.stderr.contains("needs an image"), "{run:?}");
+        let flags = ["--origin", "external", "--tier", "process", "--image", common::TEST_IMAGE];
+        let run = sb.run(&flags, &["true"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert_eq!(run.result.as_ref().unwrap()["tier_history"][0]["tier"], "container", "{run:?}");
+    }
 }
 
 #[test]

@@ -21,6 +21,12 @@ if ((${#need_pkgs[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+# The container tier: Docker, gVisor, a running engine, the test image.
+if [ "$(id -u)" -eq 0 ]; then
+  say "container engine"
+  tests/docker/start-engine.sh
+fi
+
 # Build once, outside the clone, so that repeated runs reuse the cache.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/warden-target}"
 export WARDEN_REQUIRE_ALL=1
@@ -33,6 +39,6 @@ say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "cargo test (unit, integration, end-to-end)"
-cargo test --workspace --locked 2>&1 | tee /tmp/warden-test.log
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee /tmp/warden-test.log
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\nall tests: %d passed, %d failed, %d ignored\n", p, f, i; printf "%d passed, %d failed\n", p, f }' /tmp/warden-test.log

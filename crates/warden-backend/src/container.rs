@@ -136,12 +136,6 @@ pub struct ContainerBackend {
 impl ContainerBackend {
     /// Connects to the engine and checks that it offers the runtime.
     pub async fn new(config: ContainerBackendConfig) -> Result<Self> {
-        if !RUNTIMES.contains(&config.runtime.as_str()) {
-            return Err(BackendError::Unavailable {
-                tier: "container",
-                reason: format!("unknown runtime `{}` (known: {})", config.runtime, RUNTIMES.join(", ")),
-            });
-        }
         let info = probe(&config.socket, Duration::from_secs(config.api_timeout_secs)).await?;
         if !info.runtimes.contains(&config.runtime) {
             return Err(BackendError::Unavailable {
@@ -152,6 +146,18 @@ impl ContainerBackend {
                     config.runtime,
                     info.runtimes.join(", ")
                 ),
+            });
+        }
+        Self::connect(config)
+    }
+
+    /// Connects without asking the engine anything, for a caller that
+    /// already knows it offers the runtime (see [`probe`]).
+    pub fn connect(config: ContainerBackendConfig) -> Result<Self> {
+        if !RUNTIMES.contains(&config.runtime.as_str()) {
+            return Err(BackendError::Unavailable {
+                tier: "container",
+                reason: format!("unknown runtime `{}` (known: {})", config.runtime, RUNTIMES.join(", ")),
             });
         }
         let docker = connect(&config.socket, config.api_timeout_secs)?;
@@ -314,12 +320,14 @@ impl ContainerBackend {
         let attach = AttachContainerOptions { stream: true, stdin, stdout: true, stderr: true, ..Default::default() };
         let io = self.docker.attach_container(name, Some(attach)).await.map_err(self.engine_error("attach"))?;
         let attached = Attached::spawn(io, stdin);
-        let waited = self.watch_exit(name);
         self.docker
             .start_container(name, None)
             .await
             .map_err(|e| start_error(&self.config.socket, &req.spec.command[0], e))?;
-        Ok((attached, waited))
+        // After the start, "not-running" answers at once for a container
+        // that already ended ("next-exit" would wait for an exit that came
+        // before the wait reached the engine).
+        Ok((attached, self.watch_exit(name)))
     }
 
     /// Follows the container to its exit on a task of its own.
@@ -329,7 +337,7 @@ impl ContainerBackend {
         let name = name.to_owned();
         let socket = self.config.socket.clone();
         tokio::spawn(async move {
-            let options = WaitContainerOptions { condition: "next-exit".into() };
+            let options = WaitContainerOptions { condition: "not-running".into() };
             let mut stream = docker.wait_container(&name, Some(options));
             let waited = match stream.next().await {
                 Some(Ok(r)) => Waited::Exited(r.status_code),

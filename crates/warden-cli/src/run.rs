@@ -202,11 +202,15 @@ fn place(
     tracing::trace!(version = %snapshot.version, "policy set loaded");
     let mut signals = crate::policy::live_signals(spec);
     let mut decision = decide(&snapshot, spec, &signals, Defaults::default());
+    let mut engine_error = None;
     if decision.placement().is_some_and(|p| p.tier == Tier::Container) {
-        let offered = container_runtimes(socket);
-        let mut available = vec!["process/native".to_owned()];
-        available.extend(offered.iter().map(|r| format!("container/{r}")));
+        let offered = container_runtimes(socket).unwrap_or_else(|e| {
+            engine_error = Some(e);
+            vec![]
+        });
         if decision.placement().is_some_and(|p| !offered.contains(&p.runtime)) {
+            let mut available = vec!["process/native".to_owned()];
+            available.extend(offered.iter().map(|r| format!("container/{r}")));
             signals.available = warden_policy::Available(available);
             decision = decide(&snapshot, spec, &signals, Defaults::default());
         }
@@ -220,7 +224,8 @@ fn place(
     let p = match &decision.outcome {
         Outcome::Placed(p) => p.clone(),
         Outcome::Refused { reasons } => {
-            bail!("refused by policy {}: {}", decision.policy_version, reasons.join("; "))
+            let why = engine_error.map(|e| format!(" (the container tier is unavailable: {e})")).unwrap_or_default();
+            bail!("refused by policy {}: {}{why}", decision.policy_version, reasons.join("; "))
         }
     };
     if p.tier == Tier::Pod {
@@ -230,23 +235,16 @@ fn place(
 }
 
 /// The container runtimes warden knows that the engine at `socket`
-/// offers; none when no engine answers.
-fn container_runtimes(socket: &Path) -> Vec<String> {
+/// offers, or why there are none.
+fn container_runtimes(socket: &Path) -> Result<Vec<String>, String> {
     let probe = async { warden_backend::container::probe(socket, std::time::Duration::from_secs(5)).await };
     let info = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(probe).map_err(anyhow::Error::from));
-    match info {
-        Ok(info) => {
-            info.runtimes.into_iter().filter(|r| warden_backend::container::RUNTIMES.contains(&r.as_str())).collect()
-        }
-        Err(e) => {
-            tracing::info!(error = %e, "no container runtimes on this node");
-            vec![]
-        }
-    }
+        .map_err(|e| e.to_string())?
+        .block_on(probe)
+        .map_err(|e| e.to_string())?;
+    Ok(info.runtimes.into_iter().filter(|r| warden_backend::container::RUNTIMES.contains(&r.as_str())).collect())
 }
 
 /// The limits of `spec` tightened by a placement (policy may tighten limits,
@@ -436,7 +434,8 @@ async fn run_container(
         state_dir: state_dir.to_owned(),
         ..Default::default()
     };
-    let backend = ContainerBackend::new(config).await?;
+    // `place` asked the engine which runtimes it has.
+    let backend = ContainerBackend::connect(config)?;
     let req = LaunchRequest {
         id: spec.task_id(),
         spec: spec.clone(),
