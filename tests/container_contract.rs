@@ -28,13 +28,9 @@ fn exit_codes_pass_through() {
         let r = run.result.as_ref().unwrap();
         assert_eq!(r["tier"], "container");
         assert_eq!(r["tier_history"][0]["runtime"], t.runtime);
-        // The task is pid 1 of its container, which ignores signals it has
-        // no handler for: a child dies of the signal and sh reports it.
-        let run = sb.run(&t.flags(), &["sh", "-c", "sh -c 'kill -TERM $$'; exit $?"]);
-        assert_eq!(run.code, 143, "{}: {run:?}", t.runtime);
-        // The engine reports a death by signal as 128+N: so does warden,
-        // with the reason.
-        let run = sb.run(&t.flags(), &["sh", "-c", "sh -c 'kill -KILL $$'; exit $?"]);
+        let run = sb.run(&t.flags(), &["sh", "-c", "kill -TERM $$"]);
+        assert_eq!((run.code, run.reason()), (143, "signaled"), "{}: {run:?}", t.runtime);
+        let run = sb.run(&t.flags(), &["sh", "-c", "kill -KILL $$"]);
         assert_eq!((run.code, run.reason()), (137, "signaled"), "{}: {run:?}", t.runtime);
         let run = sb.run(&t.flags(), &["/no/such/command"]);
         assert_eq!(run.code, 127, "{}: {run:?}", t.runtime);
@@ -84,6 +80,29 @@ fn stdout_stderr_and_stdin_pass_through() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("err"), "{}: {out:?}", t.runtime);
         assert!(task_containers(&id).is_empty());
     }
+}
+
+#[test]
+fn a_stdin_held_open_does_not_keep_warden_waiting() {
+    let Some(t) = At::container("runc") else { return };
+    let sb = Sandbox::new();
+    let mut c = sb.warden();
+    c.arg("run").arg("--workspace").arg(sb.ws.path()).args(t.flags()).args(["--", "true"]);
+    // The caller keeps its end of the pipe open and never writes.
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let _held = child.stdin.take();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("warden waited for a stdin that never closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]

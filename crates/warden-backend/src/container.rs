@@ -231,7 +231,10 @@ impl ContainerBackend {
             pids_limit: Some(pids),
             ulimits: Some(ulimits),
             ipc_mode: Some("private".into()),
-            init: Some(false),
+            // The engine's init (tini) as pid 1, as the process tier has its
+            // own: it forwards signals and reaps, and the task is not pid
+            // 1, so signals keep their default actions.
+            init: Some(true),
             privileged: Some(false),
             auto_remove: Some(false),
             ..Default::default()

@@ -8,7 +8,7 @@ shuffled order, so that drift of this shared machine hits all alike.
 Reports medians, p90 and warden's time over docker's for each runtime.
 
     sudo crates/warden-cli/benches/container.py [--rounds 40] [--image warden-test:latest]
-        [--warden target/release/warden] [--json out.json]
+        [--warden target/release/warden] [--docker /usr/bin/docker] [--json out.json]
 """
 
 import argparse
@@ -21,11 +21,11 @@ import sys
 import time
 
 
-def commands(warden, state, image):
+def commands(warden, state, image, docker):
     cmds = {}
     for rt in ("runc", "runsc"):
         cmds[f"docker run --rm ({rt})"] = [
-            "docker", "run", "--rm", "--network", "none", "--runtime", rt, image, "/bin/true"]
+            docker, "run", "--rm", "--network", "none", "--runtime", rt, image, "/bin/true"]
         cmds[f"warden run --tier container ({rt})"] = [
             warden, "--state-dir", state, "run", "--tier", "container", "--runtime", rt, "--image", image,
             "--", "/bin/true"]
@@ -37,6 +37,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--image", default="warden-test:latest")
+    ap.add_argument("--docker", default="docker", help="the docker CLI to compare with")
     ap.add_argument("--warden", default=os.path.join(os.path.dirname(__file__), "..", "..", "..", "target", "release", "warden"))
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -44,7 +45,9 @@ def main():
     if os.geteuid() != 0:
         sys.exit("the benchmark needs root")
     state = "/var/tmp/warden-bench-state"
-    cmds = commands(os.path.abspath(args.warden), state, args.image)
+    cmds = commands(os.path.abspath(args.warden), state, args.image, args.docker)
+    version = subprocess.run([args.docker, "version", "--format", "{{.Client.Version}}"],
+                             capture_output=True, text=True).stdout.strip()
     for name, argv in cmds.items():
         r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True)
         if r.returncode != 0:
@@ -65,7 +68,7 @@ def main():
             print(f"  round {i + 1}/{total}", file=sys.stderr)
 
     rows = []
-    print(f"\n{args.rounds} rounds, image {args.image}")
+    print(f"\n{args.rounds} rounds, image {args.image}, docker CLI {version}")
     print(f"{'command':40} {'median ms':>10} {'p90 ms':>8} {'warden / docker':>16}")
     for rt in ("runc", "runsc"):
         d = statistics.median(times[f"docker run --rm ({rt})"])

@@ -92,5 +92,8 @@ fn main() -> ExitCode {
             exit_code::WARDEN_ERROR
         }),
     };
+    // A task's stdin may still be copied by a blocking read that never
+    // ends (a caller holding the pipe open): do not wait for it.
+    runtime.shutdown_background();
     ExitCode::from(code.clamp(0, 255) as u8)
 }
