@@ -323,10 +323,7 @@ impl ContainerBackend {
         let attach = AttachContainerOptions { stream: true, stdin, stdout: true, stderr: true, ..Default::default() };
         let io = self.docker.attach_container(name, Some(attach)).await.map_err(self.engine_error("attach"))?;
         let attached = Attached::spawn(io, stdin);
-        self.docker
-            .start_container(name, None)
-            .await
-            .map_err(|e| start_error(&self.config.socket, &req.spec.command[0], e))?;
+        self.docker.start_container(name, None).await.map_err(self.engine_error("start the container"))?;
         // After the start, "not-running" answers at once for a container
         // that already ended ("next-exit" would wait for an exit that came
         // before the wait reached the engine).
@@ -362,20 +359,6 @@ fn engine_error(socket: &Path, what: &str, e: DockerError) -> BackendError {
         other => other.to_string(),
     };
     BackendError::Engine { what: what.to_owned(), socket: socket.to_owned(), detail }
-}
-
-/// A failed start: a missing or non-executable command keeps its own exit
-/// code (127, 126), as at the process tier.
-fn start_error(socket: &Path, command: &str, e: DockerError) -> BackendError {
-    if let DockerError::DockerResponseServerError { message, .. } = &e {
-        if message.contains("executable file not found") || message.contains("no such file or directory") {
-            return BackendError::NotFound { command: command.to_owned() };
-        }
-        if message.contains("permission denied") {
-            return BackendError::NotExecutable { command: command.to_owned(), reason: "permission denied".into() };
-        }
-    }
-    engine_error(socket, "start the container", e)
 }
 
 /// How the wait for the container ended.

@@ -157,19 +157,32 @@ async fn a_missing_image_is_named_and_never_pulled() {
 }
 
 #[tokio::test]
-async fn a_failed_start_leaves_nothing_behind() {
+async fn failed_launches_leave_nothing_behind() {
     if !require_engine() {
         return;
     }
     let state = tempfile::tempdir().unwrap();
+    let gone = |id: &str, runtime: &str| {
+        assert_eq!(containers_of(id), "", "{runtime}");
+        assert!(!state.path().join("workspaces").join(id).exists(), "{runtime}");
+        assert!(!state.path().join("views").join(id).exists(), "{runtime}");
+    };
     for runtime in ["runc", "runsc"] {
         let b = backend(runtime, state.path()).await;
-        let req = request(&format!("nocmd-{runtime}"), &["/no/such/command"], IMAGE);
+        // Refused by the engine at create: below its 6 MB minimum.
+        let mut req = request(&format!("tiny-{runtime}"), &["true"], IMAGE);
+        req.limits.memory = Bytes::mib(1);
         let err = b.launch(&req, open_gate()).await.unwrap_err();
-        assert!(matches!(err, BackendError::NotFound { .. }), "{runtime}: {err}");
-        assert_eq!(containers_of(req.id.as_str()), "", "{runtime}");
-        assert!(!state.path().join("workspaces").join(req.id.as_str()).exists(), "{runtime}");
-        assert!(!state.path().join("views").join(req.id.as_str()).exists(), "{runtime}");
+        assert!(matches!(err, BackendError::Engine { .. }), "{runtime}: {err}");
+        gone(req.id.as_str(), runtime);
+
+        // A command the image does not have: the engine's init reports it
+        // as 127, like a shell would.
+        let req = request(&format!("nocmd-{runtime}"), &["/no/such/command"], IMAGE);
+        let mut w = b.launch(&req, open_gate()).await.unwrap();
+        w.wait().await.unwrap();
+        assert_eq!(w.finish().await.unwrap().exit, warden_backend::Exit::Exited(127), "{runtime}");
+        gone(req.id.as_str(), runtime);
     }
 }
 
