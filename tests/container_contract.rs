@@ -83,6 +83,35 @@ fn stdout_stderr_and_stdin_pass_through() {
 }
 
 #[test]
+fn signals_to_warden_reach_the_task() {
+    let Some(tiers) = at_both() else { return };
+    let sb = Sandbox::new();
+    for t in &tiers {
+        for (sig, expect) in [(libc::SIGTERM, 7), (libc::SIGINT, 130)] {
+            let id = common::task_id("sig");
+            // On TERM the task exits 7; SIGINT keeps its default (death).
+            let script = "trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done";
+            let mut child = sb
+                .warden()
+                .args(["run", "--id", &id, "--workspace"])
+                .arg(sb.ws.path())
+                .args(t.flags())
+                .args(["--", "sh", "-c", script])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = [0u8; 6];
+            std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut line).unwrap();
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::try_from(sig).unwrap()).unwrap();
+            let status = child.wait().unwrap();
+            assert_eq!(status.code(), Some(expect), "{}: signal {sig}", t.runtime);
+            common::assert_no_leftovers(&id, sb.state.path());
+        }
+    }
+}
+
+#[test]
 fn a_stdin_held_open_does_not_keep_warden_waiting() {
     let Some(t) = At::container("runc") else { return };
     let sb = Sandbox::new();
