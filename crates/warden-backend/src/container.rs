@@ -110,6 +110,43 @@ pub async fn probe(socket: &Path, timeout: Duration) -> Result<EngineInfo> {
     })
 }
 
+/// A container of warden's, as its labels describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Managed {
+    pub container_id: String,
+    pub task: String,
+    pub tenant: String,
+    pub attempt: u32,
+    /// The engine's state: `running`, `exited`, `paused`…
+    pub state: String,
+}
+
+/// Every container warden created on the engine at `socket`, found by its
+/// labels (after a restart of the sidecar, say).
+pub async fn managed(socket: &Path, timeout: Duration) -> Result<Vec<Managed>> {
+    let docker = connect(socket, timeout.as_secs().max(1))?;
+    let options = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([("label".to_owned(), vec![format!("{LABEL_MANAGED}=true")])])),
+        ..Default::default()
+    };
+    let list = docker.list_containers(Some(options)).await.map_err(|e| engine_error(socket, "list containers", e))?;
+    Ok(list
+        .into_iter()
+        .map(|c| {
+            let labels = c.labels.unwrap_or_default();
+            let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
+            Managed {
+                container_id: c.id.unwrap_or_default(),
+                task: label(LABEL_TASK),
+                tenant: label(LABEL_TENANT),
+                attempt: label(LABEL_ATTEMPT).parse().unwrap_or(0),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            }
+        })
+        .collect())
+}
+
 fn connect(socket: &Path, timeout_secs: u64) -> Result<Docker> {
     let path = socket.to_str().ok_or_else(|| unreachable_engine(socket, "the socket path is not UTF-8"))?;
     Docker::connect_with_unix(path, timeout_secs, bollard::API_DEFAULT_VERSION)

@@ -77,6 +77,10 @@ async fn limits_change_live_and_read_back(runtime: &str) {
     let req = request(&format!("update-{runtime}"), &["sh", "-c", "while :; do :; done"], IMAGE);
     let mut w = b.launch(&req, open_gate()).await.unwrap();
     assert_eq!(containers_of(req.id.as_str()).lines().count(), 1, "the container carries its task label");
+    // Found again by its labels, as a restarted sidecar would.
+    let found = warden_backend::container::managed(Path::new(SOCKET), Duration::from_secs(10)).await.unwrap();
+    let mine = found.iter().find(|m| m.task == req.id.as_str()).expect("warden's container is listed");
+    assert_eq!((mine.tenant.as_str(), mine.attempt, mine.state.as_str()), ("local", 1, "running"), "{mine:?}");
 
     let full = cpu_used_over(&w, Duration::from_millis(1500)).await;
     assert!(full > 500_000, "{runtime}: the spinner used {full} us in 1.5 s at 1 CPU");
