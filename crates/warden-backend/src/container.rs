@@ -36,7 +36,6 @@ use warden_core::{LimitUpdate, Limits, Stats, TaskId, Tier, Usage};
 use warden_linux::cgroup::Hierarchy;
 use warden_linux::sandbox::DEFAULT_PATH;
 
-use crate::process::LimitDefaults;
 use crate::{Backend, BackendError, Exit, Finished, Gate, LaunchRequest, Result, Workload, workspace};
 
 /// Labels every warden container carries.
@@ -68,7 +67,6 @@ pub struct ContainerBackendConfig {
     /// Threads gVisor itself needs on top of the task's pids limit (its
     /// sandbox runs ~40 idle; below ~256 in total it breaks).
     pub gvisor_threads: u32,
-    pub defaults: LimitDefaults,
 }
 
 impl Default for ContainerBackendConfig {
@@ -81,7 +79,6 @@ impl Default for ContainerBackendConfig {
             state_dir: PathBuf::from("/var/lib/warden"),
             task_id: warden_linux::sandbox::SandboxConfig::default().host_task_id(),
             gvisor_threads: 256,
-            defaults: LimitDefaults::default(),
         }
     }
 }
@@ -204,11 +201,6 @@ impl ContainerBackend {
             seccomp: warden_linux::seccomp::oci_profile().to_string(),
             config,
         })
-    }
-
-    fn engine_error(&self, what: &str) -> impl Fn(DockerError) -> BackendError + '_ {
-        let what = what.to_owned();
-        move |e| engine_error(&self.config.socket, &what, e)
     }
 
     fn host_config(&self, limits: &Limits, workspace: &Path) -> HostConfig {
@@ -358,9 +350,10 @@ impl ContainerBackend {
         })?;
         // Attach before start so that no output is lost.
         let attach = AttachContainerOptions { stream: true, stdin, stdout: true, stderr: true, ..Default::default() };
-        let io = self.docker.attach_container(name, Some(attach)).await.map_err(self.engine_error("attach"))?;
+        let io =
+            self.docker.attach_container(name, Some(attach)).await.map_err(on_engine(&self.config.socket, "attach"))?;
         let attached = Attached::spawn(io, stdin);
-        self.docker.start_container(name, None).await.map_err(self.engine_error("start the container"))?;
+        self.docker.start_container(name, None).await.map_err(on_engine(&self.config.socket, "start the container"))?;
         // After the start, "not-running" answers at once for a container
         // that already ended ("next-exit" would wait for an exit that came
         // before the wait reached the engine).
@@ -387,6 +380,11 @@ impl ContainerBackend {
         });
         rx
     }
+}
+
+/// [`engine_error`] for `map_err`.
+fn on_engine<'a>(socket: &'a Path, what: &'a str) -> impl Fn(DockerError) -> BackendError + 'a {
+    move |e| engine_error(socket, what, e)
 }
 
 fn engine_error(socket: &Path, what: &str, e: DockerError) -> BackendError {
@@ -580,11 +578,6 @@ impl ContainerWorkload {
         &self.name
     }
 
-    fn err(&self, what: &str) -> impl Fn(DockerError) -> BackendError + '_ {
-        let what = what.to_owned();
-        move |e| engine_error(&self.socket, &what, e)
-    }
-
     /// Keeps the engine's latest stats sample, for the usage at the end.
     fn spawn_sampler(&self) -> JoinHandle<()> {
         let (docker, name, last) = (self.docker.clone(), self.name.clone(), self.last_stats.clone());
@@ -612,7 +605,7 @@ impl ContainerWorkload {
             .docker
             .inspect_container(&self.name, None::<InspectContainerOptions>)
             .await
-            .map_err(self.err("inspect"))?;
+            .map_err(on_engine(&self.socket, "inspect"))?;
         let id = info.id.unwrap_or_default();
         let parent =
             info.host_config.and_then(|h| h.cgroup_parent).filter(|p| !p.is_empty()).unwrap_or_else(|| "docker".into());
@@ -692,7 +685,7 @@ impl Workload for ContainerWorkload {
         match self.docker.kill_container(&self.name, Some(options)).await {
             // Not running any more: nothing to signal.
             Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
-            Err(e) => Err(self.err("signal the container")(e)),
+            Err(e) => Err(on_engine(&self.socket, "signal the container")(e)),
         }
     }
 
@@ -715,7 +708,10 @@ impl Workload for ContainerWorkload {
                 pids_limit: update.pids.map(i64::from),
                 ..Default::default()
             };
-            self.docker.update_container(&self.name, body).await.map_err(self.err("update the container"))?;
+            self.docker
+                .update_container(&self.name, body)
+                .await
+                .map_err(on_engine(&self.socket, "update the container"))?;
         }
         // Read back what the kernel enforces.
         let got = cgroup.limits()?;
@@ -734,18 +730,18 @@ impl Workload for ContainerWorkload {
     }
 
     async fn freeze(&self) -> Result<()> {
-        self.docker.pause_container(&self.name).await.map_err(self.err("pause the container"))
+        self.docker.pause_container(&self.name).await.map_err(on_engine(&self.socket, "pause the container"))
     }
 
     async fn thaw(&self) -> Result<()> {
-        self.docker.unpause_container(&self.name).await.map_err(self.err("unpause the container"))
+        self.docker.unpause_container(&self.name).await.map_err(on_engine(&self.socket, "unpause the container"))
     }
 
     async fn stats(&self) -> Result<Stats> {
         let mut stream = self.docker.stats(&self.name, Some(StatsOptions { stream: false, one_shot: true }));
         match stream.next().await {
             Some(Ok(s)) => Ok(stats_of(&s)),
-            Some(Err(e)) => Err(self.err("read the container's stats")(e)),
+            Some(Err(e)) => Err(on_engine(&self.socket, "read the container's stats")(e)),
             None => Err(BackendError::Lost("the engine sent no stats".into())),
         }
     }
@@ -766,7 +762,7 @@ impl Workload for ContainerWorkload {
         let last = self.last_stats.lock().ok().and_then(|l| l.clone());
         self.cleanup().await;
         self.finished = true;
-        let state = inspected.map_err(self.err("inspect the container"))?.state.unwrap_or_default();
+        let state = inspected.map_err(on_engine(&self.socket, "inspect the container"))?.state.unwrap_or_default();
         let code = match (state.exit_code, waited) {
             (Some(c), _) if state.running != Some(true) => c,
             (_, Some(Waited::Exited(c))) => c,
@@ -780,17 +776,10 @@ impl Workload for ContainerWorkload {
             c if (129..=128 + 64).contains(&c) => Exit::Signaled((c - 128) as i32),
             c => Exit::Exited(c as i32),
         };
-        let stats = last.as_ref().map(stats_of).unwrap_or_default();
-        Ok(Finished {
-            exit,
-            usage: Usage {
-                cpu_user_ms: stats.cpu_user_us / 1000,
-                cpu_sys_ms: stats.cpu_system_us / 1000,
-                peak_memory_bytes: stats.memory_peak_bytes.unwrap_or(stats.memory_bytes),
-                wall_ms,
-                oom_kills: u64::from(oom),
-            },
-        })
+        let mut stats = last.as_ref().map(stats_of).unwrap_or_default();
+        // The engine's stats do not count OOM kills; its state does.
+        stats.oom_kills = u64::from(oom);
+        Ok(Finished { exit, usage: Usage::from_stats(&stats, wall_ms) })
     }
 
     fn limits(&self) -> Limits {

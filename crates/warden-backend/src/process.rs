@@ -332,16 +332,7 @@ impl Workload for ProcessWorkload {
             TaskExit::Killed if oom => Exit::OomKilled,
             TaskExit::Killed => Exit::Killed,
         };
-        Ok(Finished {
-            exit,
-            usage: Usage {
-                cpu_user_ms: stats.cpu_user_us / 1000,
-                cpu_sys_ms: stats.cpu_system_us / 1000,
-                peak_memory_bytes: stats.memory_peak_bytes.unwrap_or(stats.memory_bytes),
-                wall_ms,
-                oom_kills: stats.oom_kills,
-            },
-        })
+        Ok(Finished { exit, usage: Usage::from_stats(&stats, wall_ms) })
     }
 
     fn limits(&self) -> Limits {

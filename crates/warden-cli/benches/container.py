@@ -14,11 +14,11 @@ Reports medians, p90 and warden's time over docker's for each runtime.
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
-import time
+
+import interleave
 
 
 def commands(warden, state, image, docker):
@@ -48,24 +48,7 @@ def main():
     cmds = commands(os.path.abspath(args.warden), state, args.image, args.docker)
     version = subprocess.run([args.docker, "version", "--format", "{{.Client.Version}}"],
                              capture_output=True, text=True).stdout.strip()
-    for name, argv in cmds.items():
-        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True)
-        if r.returncode != 0:
-            sys.exit(f"{name} failed: {r.stderr.decode(errors='replace')}")
-
-    times = {name: [] for name in cmds}
-    names = list(cmds)
-    total = args.warmup + args.rounds
-    for i in range(total):
-        random.shuffle(names)
-        for name in names:
-            t = time.perf_counter_ns()
-            subprocess.run(cmds[name], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, check=True)
-            if i >= args.warmup:
-                times[name].append((time.perf_counter_ns() - t) / 1e6)
-        if (i + 1) % 10 == 0:
-            print(f"  round {i + 1}/{total}", file=sys.stderr)
+    times = interleave.run(cmds, args.rounds, args.warmup, 10)
 
     rows = []
     print(f"\n{args.rounds} rounds, image {args.image}, docker CLI {version}")

@@ -13,12 +13,11 @@ order is shuffled. Reports medians, p90 and the ratios to warden.
 import argparse
 import json
 import os
-import random
 import shutil
 import statistics
-import subprocess
 import sys
-import time
+
+import interleave
 
 
 def commands(warden, state):
@@ -57,23 +56,7 @@ def main():
             sys.exit(f"`{tool}` is missing: apt-get install util-linux bubblewrap")
     state = "/var/tmp/warden-bench-state"
     cmds = commands(os.path.abspath(args.warden), state)
-    for name, argv in cmds.items():
-        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True)
-        if r.returncode != 0:
-            sys.exit(f"{name} failed: {r.stderr.decode(errors='replace')}")
-
-    times = {name: [] for name in cmds}
-    names = list(cmds)
-    total = args.warmup + args.rounds
-    for i in range(total):
-        random.shuffle(names)
-        for name in names:
-            t = time.perf_counter_ns()
-            subprocess.run(cmds[name], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-            if i >= args.warmup:
-                times[name].append((time.perf_counter_ns() - t) / 1e6)
-        if (i + 1) % 50 == 0:
-            print(f"  round {i + 1}/{total}", file=sys.stderr)
+    times = interleave.run(cmds, args.rounds, args.warmup, 50)
 
     w = statistics.median(times["warden run --tier process"])
     rows = []

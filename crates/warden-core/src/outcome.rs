@@ -73,6 +73,19 @@ pub struct Usage {
     pub oom_kills: u64,
 }
 
+impl Usage {
+    /// The usage a task's last stats show, over `wall_ms` of wall time.
+    pub fn from_stats(s: &Stats, wall_ms: u64) -> Self {
+        Usage {
+            cpu_user_ms: s.cpu_user_us / 1000,
+            cpu_sys_ms: s.cpu_system_us / 1000,
+            peak_memory_bytes: s.memory_peak_bytes.unwrap_or(s.memory_bytes),
+            wall_ms,
+            oom_kills: s.oom_kills,
+        }
+    }
+}
+
 /// Why a task ended. Each reason fixes the exit status of `warden run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "reason")]
